@@ -1,0 +1,217 @@
+"""``advkit train``: train a course model and write a run directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+import models
+
+from ..data import BUILTIN, TORCHVISION, is_dataset_name
+from ..train import OPTIMIZERS, SCHEDULES, Reporter, TrainConfig, TrainingDiverged, train
+from .common import Failure, device_option, fail_cleanly, log, one_line, pick_device, progress
+
+
+class BarReporter(Reporter):
+    """One progress bar per epoch with running loss and accuracy; a log line at its end."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None:
+        self.bar = progress(n_batches, f"epoch {epoch}/{epochs}", "batch")
+        self.loss = self.acc = 0.0
+        self.seen = 0
+
+    def batch_end(self, loss: float, acc: float) -> None:
+        self.seen += 1
+        self.loss += (loss - self.loss) / self.seen
+        self.acc += (acc - self.acc) / self.seen
+        self.bar.update(1)
+        if self.seen % 5 == 0:
+            self.bar.set_postfix(loss=f"{self.loss:.3f}", acc=f"{self.acc:.3f}", refresh=False)
+
+    def epoch_end(self, row: dict) -> None:
+        self.bar.close()
+        log(
+            f"epoch {row['epoch']:3d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
+            f"{row['seconds']:.1f}s"
+        )
+
+
+def _dataset(ctx, param, value: str) -> str:
+    if not is_dataset_name(value):
+        raise click.BadParameter(
+            f"{value!r} is not one of {', '.join(BUILTIN + TORCHVISION)} nor a .npz file"
+        )
+    return value
+
+
+def _options(ctx, param, value: str | None) -> dict:
+    if not value:
+        return {}
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e})") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"hidden\": [128]}'")
+    return options
+
+
+@click.command(no_args_is_help=False)
+@click.option(
+    "--model",
+    "model",
+    default="bncnn",
+    show_default=True,
+    type=click.Choice(models.available()),
+    help="Which course model to train.",
+)
+@click.option(
+    "--model-options",
+    callback=_options,
+    metavar="JSON",
+    help="Model constructor options as JSON, e.g. '{\"depth\": 4}'.",
+)
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    callback=_dataset,
+    help=f"{', '.join(BUILTIN + TORCHVISION)}, or a path to a .npz file.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where torchvision datasets live [default: $ADVKIT_DATA, else ~/.cache/advkit].",
+)
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(OPTIMIZERS))
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Learning rate [default: depends on the optimizer: sgd 0.1, momentum/adagrad 0.02, others 1e-3].",
+)
+@click.option(
+    "--weight-decay",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="L2 regularization strength.",
+)
+@click.option(
+    "--momentum",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Momentum for sgd/momentum/rmsprop [default: 0.9 for momentum, else 0].",
+)
+@click.option(
+    "--schedule",
+    default="cosine",
+    show_default=True,
+    type=click.Choice(SCHEDULES),
+    help="Learning-rate schedule per epoch.",
+)
+@click.option(
+    "--gamma",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Decay factor of step (per quarter of the run; default 0.1) and exponential (per epoch; default 0.9).",
+)
+@click.option(
+    "--warmup-epochs",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Linear warm-up epochs before the schedule.",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), help="Epochs [default: per model, see `advkit models`]."
+)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    help="Stop early after this many epochs without a lower validation loss (keeps the best weights).",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seeds the split, the initialization and the shuffling.",
+)
+@device_option
+@click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --out from its last completed epoch."
+)
+@click.option("--force", is_flag=True, help="Replace the run that --out holds.")
+@fail_cleanly
+def train_command(
+    model,
+    model_options,
+    dataset,
+    data_dir,
+    optimizer,
+    lr,
+    weight_decay,
+    momentum,
+    schedule,
+    gamma,
+    warmup_epochs,
+    epochs,
+    batch_size,
+    patience,
+    seed,
+    device,
+    out,
+    resume,
+    force,
+):
+    """Train a course model and write a run directory.
+
+    The run directory holds config.json, model.safetensors and metrics.jsonl,
+    updated atomically after every epoch, so an interrupted run loses nothing:
+    run the same command with --resume to continue it.
+
+    \b
+    advkit train --model bncnn --optimizer adam --out runs/bncnn-adam
+    advkit train --model mlp --optimizer momentum --schedule step --warmup-epochs 2 --out runs/mlp-momentum
+    """
+    config = TrainConfig(
+        model=model,
+        dataset=dataset,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        gamma=gamma,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        patience=patience,
+        model_options=model_options,
+        data_dir=data_dir,
+    )
+    dev = pick_device(device)
+    log(f"training {model} on {dataset} with {optimizer} on {dev} -> {out}")
+    t0 = time.perf_counter()
+    try:
+        summary = train(config, out, resume=resume, force=force, device=dev, reporter=BarReporter())
+    except TrainingDiverged as e:
+        raise Failure(one_line(e)) from None
+    except KeyboardInterrupt:
+        log(
+            f"interrupted; the last completed epoch is saved: rerun with --resume to continue ({out})"
+        )
+        sys.exit(130)
+    click.echo(
+        f"{out}: test accuracy {summary['test_accuracy']:.4f}, "
+        f"{summary['parameters']:,} parameters, {summary['epochs_completed']} epochs, "
+        f"{time.perf_counter() - t0:.1f}s"
+    )

@@ -1,0 +1,261 @@
+"""Run directories: atomic files, config, weights, training checkpoints.
+
+::
+
+    runs/NAME/
+      config.json          everything needed to rebuild and retrain
+      model.safetensors    weights (never pickle)
+      metrics.jsonl        one JSON object per epoch
+      summary.json         test accuracy, parameter count, time (when training finished)
+      checkpoint.safetensors  training state for --resume (removed when training finishes)
+      attacks/*.json, figures/*.png
+
+Every file is written atomically: a temporary file in the same directory, then
+``os.replace``, so an interrupted process never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import models
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.safetensors"
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class RunError(ValueError):
+    """A run directory that is missing, corrupt or does not match its config."""
+
+
+# --- atomic files ------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    On any error (or KeyboardInterrupt) the temporary file is removed and
+    ``path`` keeps its old content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON ({e})") from None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunError(f"{path}:{i} is not valid JSON ({e})") from None
+    return rows
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of what determines a run's result (not versions, times or device)."""
+    keep = {
+        k: v
+        for k, v in config.items()
+        if k in ("model", "dataset", "optimizer", "schedule", "training")
+    }
+    training = dict(keep.get("training", {}))
+    training.pop("device", None)
+    keep["training"] = training
+    blob = json.dumps(keep, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --- weights -----------------------------------------------------------------
+
+
+def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage: save private copies.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        save_file(_state_tensors(model), str(tmp))
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing, truncated or foreign file raises RunError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RunError(f"{path} is not a valid safetensors file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def build_model(config: dict) -> torch.nn.Module:
+    try:
+        spec = config["model"]
+        return models.build(
+            spec["name"],
+            input_shape=tuple(spec["input_shape"]),
+            num_classes=spec["num_classes"],
+            **spec.get("options", {}),
+        )
+    except (KeyError, TypeError) as e:
+        raise RunError(f"config has no valid 'model' entry ({e})") from None
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    state = read_safetensors(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RunError(
+            f"{path} does not match the model in config.json ({_first_line(e).rstrip(':.')})"
+        ) from None
+
+
+def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from its run directory.
+
+    Args:
+        path: a run directory written by ``advkit train``.
+        device: where to put the model.
+
+    Returns:
+        ``(model, config)``: the model in eval mode with the saved weights, and
+        the parsed ``config.json``.
+
+    Raises:
+        RunError: the directory, config or weights are missing, corrupt or do
+            not match each other.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run directory {str(path)!r} does not exist")
+    config = read_json(path / CONFIG)
+    if not isinstance(config, dict):
+        raise RunError(f"{path / CONFIG} does not hold a run config")
+    model = build_model(config)
+    load_weights(model, path / WEIGHTS)
+    return model.to(device).eval(), config
+
+
+# --- training checkpoints (no pickle: tensors in safetensors, the rest as JSON) ----
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    extra: dict,
+    rng: dict[str, torch.Tensor],
+) -> None:
+    tensors = {f"model.{k}": v for k, v in _state_tensors(model).items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in opt["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    for name, state in rng.items():
+        tensors[f"rng.{name}"] = state.cpu().clone()
+    meta = {
+        "param_groups": opt["param_groups"],
+        "optim_scalars": scalars,
+        "scheduler": scheduler.state_dict(),
+        "extra": extra,
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"advkit": json.dumps(meta)})
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Return ``{"model", "optimizer", "scheduler", "extra", "rng"}`` state dicts."""
+    from safetensors import safe_open
+
+    tensors = read_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["advkit"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is not an advkit checkpoint ({e})") from None
+    state: dict[int, dict[str, Any]] = {}
+    for pid, values in meta["optim_scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    model_state, rng = {}, {}
+    for key, value in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "model":
+            model_state[rest] = value
+        elif kind == "optim":
+            pid, _, name = rest.partition(".")
+            state.setdefault(int(pid), {})[name] = value
+        elif kind == "rng":
+            rng[rest] = value
+    return {
+        "model": model_state,
+        "optimizer": {"state": state, "param_groups": meta["param_groups"]},
+        "scheduler": meta["scheduler"],
+        "extra": meta["extra"],
+        "rng": rng,
+    }

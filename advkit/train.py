@@ -1,0 +1,424 @@
+"""Training with the course's optimizers and learning-rate schedules.
+
+Optimizers and schedules are torch.optim / torch.optim.lr_scheduler objects;
+this module only picks them by name, runs the epoch loop, and keeps the run
+directory up to date after every epoch so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import models
+
+from . import __version__, runs
+from .data import Dataset, batches, load_dataset
+
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+
+# Learning rates that train the course models well on digits with each optimizer.
+DEFAULT_LR = {
+    "sgd": 0.1,
+    "momentum": 0.02,
+    "adagrad": 0.02,
+    "rmsprop": 1e-3,
+    "adam": 1e-3,
+    "adamw": 1e-3,
+}
+# Decay factor per decay step: step divides the rate by 10 three times over the
+# run's epochs; exponential multiplies it by gamma every epoch.
+DEFAULT_GAMMA = {"step": 0.1, "exponential": 0.9}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved in config.json)."""
+
+    model: str = "bncnn"
+    dataset: str = "digits"
+    optimizer: str = "adam"
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    weight_decay: float = 0.0
+    momentum: float | None = None  # None: 0.9 for "momentum", 0 otherwise
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    gamma: float | None = None  # None: DEFAULT_GAMMA[schedule]
+    epochs: int | None = None  # None: models.DEFAULT_EPOCHS[model]
+    batch_size: int = 64
+    seed: int = 0
+    patience: int | None = None  # early stopping on validation loss
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+
+    def resolved(self) -> TrainConfig:
+        """Fill in the defaults that depend on other fields, and validate."""
+        check_config(self)
+        c = dataclasses.replace(self, model_options=dict(self.model_options))
+        if c.lr is None:
+            c.lr = DEFAULT_LR[c.optimizer]
+        if c.momentum is None:
+            c.momentum = 0.9 if c.optimizer == "momentum" else 0.0
+        if c.gamma is None:
+            c.gamma = DEFAULT_GAMMA.get(c.schedule, 1.0)
+        if c.epochs is None:
+            c.epochs = models.DEFAULT_EPOCHS.get(c.model, 20)
+        return c
+
+
+def check_config(c: TrainConfig) -> None:
+    """Raise ValueError naming the first bad setting."""
+
+    def bad(name: str, rule: str, value: Any) -> ValueError:
+        return ValueError(f"{name} must be {rule}, got {value!r}")
+
+    if c.model not in models.available():
+        raise bad("model", f"one of {', '.join(models.available())}", c.model)
+    if c.optimizer not in OPTIMIZERS:
+        raise bad("optimizer", f"one of {', '.join(OPTIMIZERS)}", c.optimizer)
+    if c.schedule not in SCHEDULES:
+        raise bad("schedule", f"one of {', '.join(SCHEDULES)}", c.schedule)
+    if c.lr is not None and not (math.isfinite(c.lr) and c.lr > 0):
+        raise bad("lr", "a finite number > 0", c.lr)
+    if not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
+        raise bad("weight_decay", "a finite number >= 0", c.weight_decay)
+    if c.momentum is not None:
+        if not (0 <= c.momentum < 1):
+            raise bad("momentum", "in [0, 1)", c.momentum)
+        if c.momentum and c.optimizer not in ("sgd", "momentum", "rmsprop"):
+            raise bad(
+                "momentum", "unset for this optimizer (sgd, momentum, rmsprop use it)", c.momentum
+            )
+    if c.gamma is not None and not (0 < c.gamma <= 1):
+        raise bad("gamma", "in (0, 1]", c.gamma)
+    if c.epochs is not None and c.epochs < 1:
+        raise bad("epochs", "an integer >= 1", c.epochs)
+    if c.batch_size < 1:
+        raise bad("batch_size", "an integer >= 1", c.batch_size)
+    if c.warmup_epochs < 0:
+        raise bad("warmup_epochs", "an integer >= 0", c.warmup_epochs)
+    if c.patience is not None and c.patience < 1:
+        raise bad("patience", "an integer >= 1", c.patience)
+
+
+def make_optimizer(c: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimizer named by ``c.optimizer`` (``c`` resolved); weight decay is the course's L2 term."""
+    kw = {"lr": c.lr, "weight_decay": c.weight_decay}
+    factories = {
+        "sgd": lambda: torch.optim.SGD(params, momentum=c.momentum, **kw),
+        "momentum": lambda: torch.optim.SGD(params, momentum=c.momentum, **kw),
+        "adagrad": lambda: torch.optim.Adagrad(params, **kw),
+        "rmsprop": lambda: torch.optim.RMSprop(params, momentum=c.momentum, **kw),
+        "adam": lambda: torch.optim.Adam(params, **kw),
+        "adamw": lambda: torch.optim.AdamW(params, **kw),
+    }
+    return factories[c.optimizer]()
+
+
+def make_scheduler(c: TrainConfig, optimizer: torch.optim.Optimizer):
+    """Per-epoch schedule: linear warm-up over ``warmup_epochs``, then ``c.schedule``."""
+    sched = torch.optim.lr_scheduler
+    n = max(1, c.epochs - c.warmup_epochs)  # epochs after warm-up
+    factories = {
+        "constant": lambda: sched.ConstantLR(optimizer, factor=1.0, total_iters=0),
+        "step": lambda: sched.StepLR(optimizer, step_size=max(1, math.ceil(n / 4)), gamma=c.gamma),
+        "exponential": lambda: sched.ExponentialLR(optimizer, gamma=c.gamma),
+        "cosine": lambda: sched.CosineAnnealingLR(optimizer, T_max=n),
+    }
+    main = factories[c.schedule]()
+    if c.warmup_epochs == 0:
+        return main
+    warmup = sched.LinearLR(
+        optimizer, start_factor=1 / (c.warmup_epochs + 1), total_iters=c.warmup_epochs
+    )
+    return sched.SequentialLR(optimizer, [warmup, main], milestones=[c.warmup_epochs])
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode and no gradients; every module's ``training`` flag restored after."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode."""
+    device = next(model.parameters()).device
+    loss, correct = 0.0, 0
+    with eval_mode(model):
+        for idx in batches(len(y), batch_size):
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            logits = model(xb)
+            loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += (logits.argmax(1) == yb).sum().item()
+    n = max(1, len(y))
+    return loss / n, correct / n
+
+
+class Reporter:
+    """Hooks the training loop calls; the CLI turns them into progress bars."""
+
+    def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None: ...
+
+    def batch_end(self, loss: float, acc: float) -> None: ...
+
+    def epoch_end(self, row: dict) -> None: ...
+
+
+def make_config_dict(c: TrainConfig, data: Dataset, device: torch.device) -> dict:
+    mean, std = data.channel_stats()
+    return {
+        "model": {
+            "name": c.model,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "options": {**c.model_options, "mean": mean, "std": std},
+        },
+        "dataset": {
+            "name": c.dataset,
+            "data_dir": c.data_dir,
+            "seed": c.seed,
+            "sizes": data.sizes(),
+        },
+        "optimizer": {
+            "name": c.optimizer,
+            "lr": c.lr,
+            "weight_decay": c.weight_decay,
+            "momentum": c.momentum,
+        },
+        "schedule": {"name": c.schedule, "warmup_epochs": c.warmup_epochs, "gamma": c.gamma},
+        "training": {
+            "epochs": c.epochs,
+            "batch_size": c.batch_size,
+            "seed": c.seed,
+            "patience": c.patience,
+            "device": str(device),
+        },
+        "train_config": dataclasses.asdict(c),
+        "versions": {
+            "advkit": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def config_from_dict(config: dict) -> TrainConfig:
+    """The TrainConfig a run was made with (to retrain it)."""
+    return TrainConfig(**config["train_config"])
+
+
+def _prepare_out(out: Path, config: dict, resume: bool, force: bool) -> bool:
+    """Check ``out`` and return whether a run there is to be continued."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise runs.RunError(f"--out {str(out)!r} exists and is not a directory")
+    existing = out / runs.CONFIG
+    if not existing.exists():
+        if any(out.iterdir()) and not force:
+            raise runs.RunError(
+                f"--out {str(out)!r} is not empty and holds no run; pass --force to use it anyway"
+            )
+        return False
+    if force:
+        for name in (runs.CONFIG, runs.WEIGHTS, runs.METRICS, runs.SUMMARY, runs.CHECKPOINT):
+            (out / name).unlink(missing_ok=True)
+        for sub in ("attacks", "figures"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        return False
+    old = runs.read_json(existing)
+    if not resume:
+        raise runs.RunError(
+            f"--out {str(out)!r} already holds a run; pass --resume to continue it "
+            "or --force to replace it"
+        )
+    if not isinstance(old, dict) or runs.config_hash(old) != runs.config_hash(config):
+        raise runs.RunError(
+            f"--out {str(out)!r} holds a run with different settings; "
+            "use another --out, or --force to replace it"
+        )
+    return True
+
+
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"shuffle": gen.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    device: str | torch.device = "cpu",
+    reporter: Reporter | None = None,
+    dataset: Dataset | None = None,
+) -> dict:
+    """Train a model and keep ``out`` (a run directory) current after every epoch.
+
+    Args:
+        config: what to train and how; defaults are filled in by ``resolved()``.
+        out: the run directory.
+        resume: continue the run in ``out`` from its last completed epoch
+            (start afresh if there is none); the result equals an uninterrupted run.
+        force: replace whatever run ``out`` holds.
+        device: where to train.
+        reporter: progress hooks (the CLI's progress bar).
+        dataset: an already loaded dataset (must match ``config.dataset``).
+
+    Returns:
+        The summary (also written to ``summary.json``): test accuracy,
+        parameters, epochs, seconds.
+
+    Raises:
+        ValueError: a bad setting; ``RunError`` when ``out`` holds another run;
+            ``DataError`` for a dataset that cannot be loaded.
+        TrainingDiverged: the loss became non-finite.
+    """
+    c = config.resolved()
+    out = Path(out)
+    device = torch.device(device)
+    reporter = reporter or Reporter()
+    data = dataset or load_dataset(c.dataset, data_dir=c.data_dir, seed=c.seed)
+    cfg = make_config_dict(c, data, device)
+    continuing = _prepare_out(out, cfg, resume, force)
+    if continuing and (out / runs.SUMMARY).exists() and not (out / runs.CHECKPOINT).exists():
+        return runs.read_json(out / runs.SUMMARY)  # already complete
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        # Seeding inside fork_rng keeps the caller's global random state untouched.
+        torch.manual_seed(c.seed)
+        model = runs.build_model(cfg).to(device)
+        optimizer = make_optimizer(c, model.parameters())
+        scheduler = make_scheduler(c, optimizer)
+        shuffle = torch.Generator().manual_seed(c.seed)
+        return _fit(
+            c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter
+        )
+
+
+def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter):
+    rows: list[dict] = []
+    start_epoch, best_val, bad_epochs, seconds = 0, math.inf, 0, 0.0
+    if continuing and (out / runs.CHECKPOINT).exists():
+        ck = runs.load_checkpoint(out / runs.CHECKPOINT)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        shuffle.set_state(ck["rng"]["shuffle"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        if "cuda" in ck["rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
+        extra = ck["extra"]
+        rows, start_epoch = extra["rows"], extra["epoch"]
+        best_val, bad_epochs, seconds = extra["best_val"], extra["bad_epochs"], extra["seconds"]
+    runs.write_json(out / runs.CONFIG, cfg)
+    runs.write_jsonl(out / runs.METRICS, rows)
+
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    n_batches = math.ceil(len(y_train) / c.batch_size)
+    stopped_early = False
+    for epoch in range(start_epoch, c.epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        reporter.epoch_start(epoch + 1, c.epochs, n_batches)
+        model.train()
+        loss_sum, correct = 0.0, 0
+        for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
+            idx = idx.to(device)
+            xb, yb = x_train[idx], y_train[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
+                    f"{out} keeps the last good checkpoint (epoch {epoch}); try a lower --lr"
+                )
+            optimizer.step()
+            batch_correct = (logits.argmax(1) == yb).sum().item()
+            loss_sum += value * len(yb)
+            correct += batch_correct
+            reporter.batch_end(value, batch_correct / len(yb))
+        scheduler.step()
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, 512)
+        seconds += time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / len(y_train),
+            "train_acc": correct / len(y_train),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        improved = val_loss < best_val
+        if improved:
+            best_val, bad_epochs = val_loss, 0
+        else:
+            bad_epochs += 1
+        # With early stopping, model.safetensors holds the best-validation weights.
+        if c.patience is None or improved:
+            runs.save_weights(model, out / runs.WEIGHTS)
+        extra = {
+            "epoch": epoch + 1,
+            "rows": rows,
+            "best_val": best_val,
+            "bad_epochs": bad_epochs,
+            "seconds": seconds,
+        }
+        runs.save_checkpoint(
+            out / runs.CHECKPOINT, model, optimizer, scheduler, extra, _rng_state(shuffle, device)
+        )
+        runs.write_jsonl(out / runs.METRICS, rows)
+        reporter.epoch_end(row)
+        if c.patience is not None and bad_epochs >= c.patience:
+            stopped_early = True
+            break
+
+    if c.patience is not None:
+        runs.load_weights(model, out / runs.WEIGHTS)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, 512)
+    summary = {
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "epochs_completed": len(rows),
+        "stopped_early": stopped_early,
+        "seconds": seconds,
+        "config_hash": runs.config_hash(cfg),
+    }
+    runs.write_json(out / runs.SUMMARY, summary)
+    (out / runs.CHECKPOINT).unlink(missing_ok=True)
+    return summary

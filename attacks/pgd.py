@@ -1,0 +1,163 @@
+"""Projected Gradient Descent: repeated FGSM steps projected onto the eps-ball."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks import _checks, losses, norms
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float | torch.Tensor,
+    *,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    restarts: int = 1,
+    target: torch.Tensor | None = None,
+    loss: str = "ce",
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+    early_stop: bool = False,
+) -> torch.Tensor:
+    """Projected Gradient Descent, Madry et al. 2018 (https://arxiv.org/abs/1706.06083).
+
+    From a random point of the eps-ball (or from `x`), take `steps` gradient
+    steps (`norms.step`, the same step as FGSM), each projected back onto the
+    ball and clipped. Each step costs one forward and one backward pass with
+    respect to the input. The model runs in eval mode and is left exactly as it
+    was found; randomness comes only from `generator`.
+
+    Args:
+        model: Maps `x` to logits `(N, K)`.
+        x: Clean inputs, inside `clip`.
+        y: True labels.
+        eps: Budget, a number or a per-sample `(N,)` tensor, finite and >= 0.
+        norm: `"linf"` or `"l2"`; every norm is taken per sample over `x.flatten(1)`.
+        steps: Gradient steps per restart, >= 1.
+        step_size: Length of one step; None means `2.5 * eps / steps`.
+        random_start: Start from a point drawn uniformly from the eps-ball.
+        restarts: Independent runs, >= 1; each sample keeps its best (a success
+            first, else the highest loss). A sample already fooled is not
+            attacked again.
+        target: None for an untargeted attack, else the class each sample should become.
+        loss: `"ce"`, `"lecture"` or `"margin"` (see `attacks.losses.objective`).
+        clip: Valid input range `(low, high)`, or None for no clipping.
+        generator: Source of the random starts; None means a fresh generator
+            seeded with 0, so results are reproducible and the global random
+            state is never used.
+        early_stop: Stop updating a sample as soon as the attack succeeds on it
+            (untargeted: misclassified; targeted: classified as `target`) and
+            keep that point. Saves work; the returned point is then the first
+            success rather than the last iterate.
+
+    Returns:
+        The adversarial inputs, detached, with `x`'s shape, dtype and device.
+
+    Raises:
+        ValueError: For a bad argument; the message names it.
+
+    Shape:
+        x `(N, ...)`, y `(N,)`, target `(N,)` -> `(N, ...)`.
+    """
+    x = _checks.check_x(x).detach()
+    y = _checks.check_labels("y", y, x)
+    if target is not None:
+        target = _checks.check_labels("target", target, x)
+    eps = _checks.check_eps(eps, x)
+    _checks.check_choice("norm", norm, norms.NORMS)
+    _checks.check_choice("loss", loss, losses.LOSSES)
+    _checks.check_count("steps", steps)
+    _checks.check_count("restarts", restarts)
+    size = 2.5 * eps / steps if step_size is None else _checks.check_step_size(step_size) + 0 * eps
+    clip = _checks.check_clip(clip, x)
+    _checks.check_target(target, y)
+    if not eps.any():
+        return x.clone()
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(0)
+
+    # Best point per sample over restarts: a success first, else the highest objective.
+    best = x.clone()
+    best_success = torch.zeros_like(y, dtype=torch.bool)
+    best_value = torch.full_like(eps, float("-inf"))
+    with _checks._eval_mode(model), torch.enable_grad():
+        for _ in range(restarts):
+            # Drawn for the whole batch, so restart r starts the same whatever was fooled before.
+            start = norms.random_start(x, eps, norm, clip, generator) if random_start else x
+            todo = (~best_success).nonzero().squeeze(1)
+            x_adv, success, value = _ascend(
+                model, x[todo], start[todo], y[todo], None if target is None else target[todo],
+                eps[todo], size[todo], steps=steps, norm=norm, loss=loss, clip=clip,
+                early_stop=early_stop, evaluate=restarts > 1,
+            )  # fmt: skip
+            better = (success & ~best_success[todo]) | (
+                (success == best_success[todo]) & (value > best_value[todo])
+            )
+            better |= restarts == 1  # one run: its point is the answer, no comparison needed
+            keep = todo[better]
+            best[keep], best_success[keep], best_value[keep] = (
+                x_adv[better], success[better], value[better]
+            )  # fmt: skip
+            if best_success.all():
+                break
+    return best.detach().to(x.dtype)
+
+
+def _ascend(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    eps: torch.Tensor,
+    step_size: torch.Tensor,
+    *,
+    steps: int,
+    norm: str,
+    loss: str,
+    clip: tuple[float, float] | None,
+    early_stop: bool,
+    evaluate: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run one PGD restart from `x_adv`.
+
+    Returns the final points, and whether each succeeded and its objective.
+    These are known for the samples stopped early; for the others they cost
+    one more forward pass, made only when `evaluate` (to compare restarts).
+    """
+    x_adv = x_adv.clone()
+    success = torch.zeros_like(y, dtype=torch.bool)
+    value = torch.full_like(eps, float("-inf"))
+    active = torch.arange(len(x), device=x.device)  # samples still being updated
+    for i in range(steps):
+        point = x_adv[active].requires_grad_(True)
+        logits = model(point)
+        if i == 0:
+            _checks.check_logits(logits, y, target)
+        t = None if target is None else target[active]
+        objective = losses.objective(logits, y[active], t, loss)
+        (grad,) = torch.autograd.grad(objective.sum(), point)
+        if early_stop:
+            # The logits of this step's forward already tell which points succeed.
+            done = losses.succeeded(logits.detach(), y[active], t)
+            success[active[done]] = True
+            value[active[done]] = objective.detach()[done]
+            active, point, grad = active[~done], point[~done], grad[~done]
+            if not len(active):
+                break
+        x_adv[active] = norms.step(
+            x[active], point.detach(), grad, step_size[active], eps[active], norm, clip
+        )
+    if evaluate and len(active):
+        with torch.no_grad():
+            logits = model(x_adv[active])
+            t = None if target is None else target[active]
+            success[active] = losses.succeeded(logits, y[active], t)
+            value[active] = losses.objective(logits, y[active], t, loss)
+    return x_adv, success, value
