@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,11 @@ def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
 
     index = np.arange(len(y))
     counts = np.bincount(y)
-    # Stratification needs at least two samples of every present class.
-    stratify = y if counts[counts > 0].min() >= 2 else None
+    classes = int((counts > 0).sum())
+    held_out = int(np.ceil(fraction * len(y)))
+    # Stratification needs two samples of every class and room for each on both sides.
+    can_stratify = counts[counts > 0].min() >= 2 and classes <= min(held_out, len(y) - held_out)
+    stratify = y if can_stratify else None
     keep, held = train_test_split(index, test_size=fraction, stratify=stratify, random_state=seed)
     return np.sort(keep), np.sort(held)
 
@@ -190,6 +194,8 @@ def load_npz(path: str | os.PathLike, *, seed: int = 0) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"dataset file {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a valid .npz file (not a zip archive of .npy arrays)")
     try:
         # allow_pickle=False: a .npz can carry pickled object arrays; never run them.
         with np.load(path, allow_pickle=False) as f:
@@ -310,9 +316,9 @@ def _torchvision(name: str, root: Path, seed: int, download: bool) -> Dataset:
     def open_split(train: bool):
         try:
             return cls(root=str(root), train=train, download=False)
-        except RuntimeError:
+        except RuntimeError:  # torchvision's "not found or corrupted"
             if not download:
-                raise
+                return None
         try:
             return cls(root=str(root), train=train, download=True)
         except Exception:  # noqa: BLE001 - any network failure means the same to the user

@@ -181,6 +181,8 @@ def evaluate(
 class Reporter:
     """Hooks the training loop calls; the CLI turns them into progress bars."""
 
+    def start(self, config: dict, out: Path, resumed_epoch: int) -> None: ...
+
     def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None: ...
 
     def batch_end(self, loss: float, acc: float) -> None: ...
@@ -342,6 +344,7 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
         best_val, bad_epochs, seconds = extra["best_val"], extra["bad_epochs"], extra["seconds"]
     runs.write_json(out / runs.CONFIG, cfg)
     runs.write_jsonl(out / runs.METRICS, rows)
+    reporter.start(cfg, out, start_epoch)
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     n_batches = math.ceil(len(y_train) / c.batch_size)

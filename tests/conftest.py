@@ -12,3 +12,28 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+from advkit.data import Dataset, load_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    """The bundled digits, split with seed 0 (the only real data in the suite)."""
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits: Dataset) -> Dataset:
+    """A 320-image slice of digits for tests that train many models."""
+    return Dataset(
+        name="digits",
+        x_train=digits.x_train[:320],
+        y_train=digits.y_train[:320],
+        x_val=digits.x_val[:64],
+        y_val=digits.y_val[:64],
+        x_test=digits.x_test[:64],
+        y_test=digits.y_test[:64],
+        num_classes=10,
+    )

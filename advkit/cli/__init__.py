@@ -1,5 +1,9 @@
 """The ``advkit`` command: train, attack, report."""
 
+from __future__ import annotations
+
+import sys
+
 import click
 
 from .. import __version__
@@ -7,7 +11,36 @@ from .models import models_command
 from .train import train_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """A group whose every error is one ``Error: ...`` line on stderr, exit status 2.
+
+    click prints a usage block before usage errors; on a terminal one line that
+    names the problem and the ``--help`` to read is easier to act on, and it
+    keeps stderr parseable for scripts.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"Error: {' '.join(e.format_message().split())}{hint}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(
+    cls=OneLineErrors,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="advkit")
 def main() -> None:
     """Train course classifiers, attack them with FGSM and PGD, report robustness curves.

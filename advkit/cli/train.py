@@ -21,6 +21,15 @@ class BarReporter(Reporter):
     def __init__(self) -> None:
         self.bar = None
 
+    def start(self, config: dict, out, resumed_epoch: int) -> None:
+        c, t = config["model"], config["training"]
+        resumed = f", resuming after epoch {resumed_epoch}" if resumed_epoch else ""
+        log(
+            f"training {c['name']} on {config['dataset']['name']} {tuple(c['input_shape'])} "
+            f"with {config['optimizer']['name']} for {t['epochs']} epochs on {t['device']}"
+            f" -> {out}{resumed}"
+        )
+
     def epoch_start(self, epoch: int, epochs: int, n_batches: int) -> None:
         self.bar = progress(n_batches, f"epoch {epoch}/{epochs}", "batch")
         self.loss = self.acc = 0.0
@@ -199,7 +208,6 @@ def train_command(
         data_dir=data_dir,
     )
     dev = pick_device(device)
-    log(f"training {model} on {dataset} with {optimizer} on {dev} -> {out}")
     t0 = time.perf_counter()
     try:
         summary = train(config, out, resume=resume, force=force, device=dev, reporter=BarReporter())

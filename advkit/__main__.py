@@ -1,0 +1,3 @@
+from advkit.cli import main
+
+main(prog_name="advkit")

@@ -1,0 +1,413 @@
+"""Robustness curves: accuracy against the size of the allowed perturbation.
+
+`robustness_curve` streams a data set through an attack at several budgets and
+checks itself on the way (largest perturbation norm, NaNs, value range,
+non-increasing curve), warning about models whose outputs make attacks
+unreliable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import attacks
+from attacks import norms
+from attacks._checks import _eval_mode
+
+ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": attacks.fgsm, "pgd": attacks.pgd}
+TARGETS = ("random", "least-likely")
+
+# The attack's own result must respect the budget up to this (float rounding).
+NORM_TOLERANCE = 1e-6
+
+
+@dataclass
+class Curve:
+    """One robustness curve and how it was made.
+
+    Attributes:
+        epsilons: Budgets, increasing.
+        accuracy: Per eps, the fraction of samples classified correctly under attack.
+        success_rate: Per eps, the fraction the attack succeeds on (untargeted:
+            misclassified; targeted: classified as the target).
+        clean_accuracy: Accuracy without attack, on the same samples.
+        n_samples: Samples evaluated.
+        n_excluded: Samples left out because their true label is the `int` target.
+        settings: The attack's full settings (defaults filled in), JSON-ready.
+        seconds: Wall-clock time of the whole evaluation.
+        checks: Per eps, `max_norm` (largest perturbation norm seen),
+            `nan_count` and `min` / `max` of the adversarial inputs
+            (None when no sample was attacked at that eps).
+    """
+
+    epsilons: list[float]
+    accuracy: list[float]
+    success_rate: list[float]
+    clean_accuracy: float
+    n_samples: int
+    n_excluded: int
+    settings: dict[str, Any]
+    seconds: float
+    checks: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The curve as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Curve:
+        """Rebuild a curve written by `to_dict`; unknown keys are ignored.
+
+        Raises:
+            ValueError: When a field is missing.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in d]
+        if missing:
+            raise ValueError(f"curve dict must have the fields {names}, missing {missing}")
+        return cls(**{name: d[name] for name in names})
+
+
+def robustness_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float] = (0, 0.05, 0.1),
+    attack: str = "pgd",
+    norm: str = "linf",
+    target: None | str | int = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    *,
+    incremental: bool = True,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+    **attack_kw: Any,
+) -> Curve:
+    """Accuracy of `model` under `attack` at each budget in `epsilons`.
+
+    Budgets are nested balls, so a point that fools the model at a small eps is
+    valid at every larger one. With `incremental` (the default) each eps only
+    attacks the samples that no smaller eps has fooled (untargeted) or brought
+    to the target (targeted), clean errors are never attacked, and PGD stops
+    early on each sample as soon as it succeeds: the curve is non-increasing by
+    construction and costs far less than attacking every eps from scratch.
+
+    Args:
+        model: Maps `x` to logits `(N, K)`.
+        x: Inputs in `[0, 1]` (or inside the `clip` given in `attack_kw`); they
+            may stay on the CPU, each batch is moved to `device`.
+        y: True labels.
+        epsilons: Budgets, finite, >= 0 and increasing. Eps 0 is the clean accuracy.
+        attack: `"fgsm"` or `"pgd"`.
+        norm: `"linf"` or `"l2"`.
+        target: None (untargeted), `"random"` (a uniformly drawn wrong class per
+            sample), `"least-likely"` (the clean model's least probable wrong
+            class) or an `int` class (samples whose true label is that class are
+            left out and counted in `n_excluded`).
+        batch_size: Samples per attack call; memory does not grow with `N`.
+        seed: Seeds every random choice (random targets, random starts); the
+            global random state is neither used nor changed.
+        incremental: False attacks every sample at every eps from scratch, as
+            peer libraries do (for benchmarks); the curve is then usually, but
+            not by construction, non-increasing.
+        device: Where the model runs; None means the device of its first
+            parameter (CPU if it has none).
+        progress: Called as `progress(eps_index, done, total)` after each
+            attacked batch, `done` of the `total` samples attacked at that eps;
+            an eps with nothing to attack reports once with `0, 0`.
+        **attack_kw: Further options of the attack (`steps`, `step_size`,
+            `restarts`, `loss`, `clip`, `early_stop`, ...). `generator` is not
+            accepted: it comes from `seed`.
+
+    Returns:
+        The curve, with the attack's full settings and per-eps self-checks.
+
+    Raises:
+        ValueError: For a bad argument; the message names it.
+
+    Shape:
+        x `(N, ...)`, y `(N,)`.
+    """
+    started = time.perf_counter()
+    epsilons = _check_arguments(x, y, epsilons, attack, norm, target, batch_size, seed, attack_kw)
+    attack_fn = ATTACKS[attack]
+    if attack == "pgd":
+        attack_kw.setdefault("early_stop", incremental)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    rng = torch.Generator().manual_seed(seed)
+    # One seed per eps, drawn first so they do not depend on N.
+    eps_seeds = torch.randint(0, 2**62, (len(epsilons),), generator=rng).tolist()
+
+    y = y.detach().cpu().long()
+    keep = y != target if isinstance(target, int) else torch.ones_like(y, dtype=torch.bool)
+    if not keep.any():
+        raise ValueError(f"target={target!r} leaves no sample: every true label is that class")
+    index = keep.nonzero().squeeze(1)  # positions in x of the samples evaluated
+    y = y[index]
+    clean_logits, clean_check = _clean_pass(model, x, index, batch_size, device)
+    targets = _targets(target, y, clean_logits, rng)
+
+    def succeeded(prediction: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        """Untargeted: misclassified; targeted: classified as the target."""
+        if targets is None:
+            return prediction != y[samples]
+        return prediction == targets[samples]
+
+    # Per sample, what the attacks have found so far; valid at every larger eps.
+    everyone = torch.arange(len(y))
+    clean_prediction = clean_logits.argmax(dim=1)
+    clean_fooled = clean_prediction != y
+    clean_reached = succeeded(clean_prediction, everyone)
+    fooled, reached = clean_fooled.clone(), clean_reached.clone()
+    options = {"norm": norm, **attack_kw}
+
+    accuracy: list[float] = []
+    success_rate: list[float] = []
+    checks: list[dict[str, Any]] = []
+    for i, eps in enumerate(epsilons):
+        todo = everyone[:0]
+        check = _Check()
+        if eps > 0:
+            if not incremental:  # from scratch: forget what smaller budgets found
+                fooled, reached = clean_fooled.clone(), clean_reached.clone()
+            todo = everyone[~reached] if incremental else everyone
+            if attack == "pgd":
+                options["generator"] = torch.Generator(device=device).manual_seed(eps_seeds[i])
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            x_batch = x[index[batch].to(x.device)].to(device)
+            t_batch = None if targets is None else targets[batch].to(device)
+            x_adv = attack_fn(model, x_batch, y[batch].to(device), eps, target=t_batch, **options)
+            with torch.no_grad(), _eval_mode(model):
+                prediction = model(x_adv).argmax(dim=1).cpu()
+            fooled[batch] |= prediction != y[batch]
+            reached[batch] |= succeeded(prediction, batch)
+            check.add(x_adv - x_batch, x_adv, norm)
+            if progress is not None:
+                progress(i, start + len(batch), len(todo))
+        if progress is not None and not len(todo):
+            progress(i, 0, 0)
+        checks.append(clean_check if eps == 0 else check.result(eps, norm))
+        accuracy.append(int((~fooled).sum()) / len(y))
+        success_rate.append(int(reached.sum()) / len(y))
+
+    if incremental:  # nested balls: each eps keeps every success of the smaller ones
+        assert accuracy == sorted(accuracy, reverse=True), accuracy
+        assert success_rate == sorted(success_rate), success_rate
+    return Curve(
+        epsilons=epsilons,
+        accuracy=accuracy,
+        success_rate=success_rate,
+        clean_accuracy=int((~clean_fooled).sum()) / len(y),
+        n_samples=len(y),
+        n_excluded=len(keep) - len(y),
+        settings=_settings(attack, norm, target, seed, batch_size, incremental, attack_kw),
+        seconds=time.perf_counter() - started,
+        checks=checks,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_arguments(
+    x: object,
+    y: object,
+    epsilons: object,
+    attack: object,
+    norm: object,
+    target: object,
+    batch_size: object,
+    seed: object,
+    attack_kw: dict[str, Any],
+) -> list[float]:
+    """Raise `ValueError` naming the first bad argument; return the epsilons as floats."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2 or not len(x):
+        shown = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a float tensor of shape (N, ...) with N >= 1, got {shown}")
+    if (
+        not isinstance(y, torch.Tensor)
+        or y.is_floating_point()
+        or y.dtype == torch.bool
+        or tuple(y.shape) != (len(x),)
+    ):
+        shown = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be an integer tensor of shape ({len(x)},), got {shown}")
+    try:
+        values = [float(eps) for eps in epsilons]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ValueError(f"epsilons must be a sequence of numbers, got {epsilons!r}") from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"epsilons must be finite numbers >= 0, at least one, got {values}")
+    if values != sorted(values):
+        raise ValueError(f"epsilons must be in increasing order, got {values}")
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
+    if norm not in norms.NORMS:
+        raise ValueError(f"norm must be one of {norms.NORMS}, got {norm!r}")
+    if not (target is None or target in TARGETS or (_is_int(target) and target >= 0)):  # type: ignore[operator]
+        raise ValueError(
+            f"target must be None, a class index >= 0 or one of {TARGETS}, got {target!r}"
+        )
+    if not _is_int(batch_size) or batch_size < 1:  # type: ignore[operator]
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not _is_int(seed):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if "generator" in attack_kw:
+        raise ValueError("generator is not accepted in attack_kw: it is drawn from seed")
+    allowed = set(inspect.signature(ATTACKS[str(attack)]).parameters) - {"norm", "target"}
+    unknown = sorted(set(attack_kw) - allowed)
+    if unknown:
+        raise ValueError(f"attack_kw has options that {attack} does not take: {unknown}")
+    return values
+
+
+def _clean_pass(
+    model: nn.Module, x: torch.Tensor, index: torch.Tensor, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Clean logits `(n, K)` on the CPU for `x[index]`, and the eps-0 checks.
+
+    Warns about models that make attack results unreliable.
+    """
+    logits = []
+    check = _Check()
+    with torch.no_grad(), _eval_mode(model):
+        for start in range(0, len(index), batch_size):
+            x_batch = x[index[start : start + batch_size].to(x.device)].to(device)
+            out = model(x_batch)
+            if not start:
+                if out.ndim != 2 or out.shape[0] != len(x_batch) or out.shape[1] < 2:
+                    raise ValueError(
+                        "model must map x to logits of shape (N, K) with K >= 2, "
+                        f"got {tuple(out.shape)} for N={len(x_batch)}"
+                    )
+                _warn_if_suspicious(model, x_batch, out)
+            logits.append(out.float().cpu())
+            check.add(torch.zeros_like(x_batch), x_batch, "linf")
+    # Eps 0 attacks nothing; the checks describe the clean inputs.
+    return torch.cat(logits), {**check.result(0.0, "linf"), "attacked": 0}
+
+
+def _warn_if_suspicious(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> None:
+    """Warn about outputs that look like probabilities, and about stochastic models."""
+    if (
+        logits.ndim == 2
+        and bool(((logits >= 0) & (logits <= 1)).all())
+        and torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
+    ):
+        warnings.warn(
+            "model outputs look like probabilities (rows in [0, 1] summing to 1), not logits: "
+            "gradients through a softmax vanish and attacks will look weaker than they are",
+            UserWarning,
+            stacklevel=3,
+        )
+    if not torch.allclose(model(x), logits, rtol=1e-4, atol=1e-5):
+        warnings.warn(
+            "two eval-mode forward passes of the model on the same inputs differ: a stochastic "
+            "model makes attack gradients and robustness numbers unreliable",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _targets(
+    target: None | str | int, y: torch.Tensor, clean_logits: torch.Tensor, rng: torch.Generator
+) -> torch.Tensor | None:
+    """The target class of each sample, or None for an untargeted attack."""
+    k = clean_logits.shape[1]
+    if int(y.max()) >= k:
+        raise ValueError(
+            f"y must hold class indices < K={k} (the model's outputs), got {int(y.max())}"
+        )
+    if target is None:
+        return None
+    if target == "random":
+        # An offset in 1..K-1 gives each wrong class the same chance.
+        return (y + torch.randint(1, k, y.shape, generator=rng)) % k
+    if target == "least-likely":
+        return clean_logits.scatter(1, y[:, None], float("inf")).argmin(dim=1)
+    if int(target) >= k:
+        raise ValueError(f"target must be a class index < K={k}, got {target!r}")
+    return torch.full_like(y, int(target))
+
+
+def _settings(
+    attack: str,
+    norm: str,
+    target: None | str | int,
+    seed: int,
+    batch_size: int,
+    incremental: bool,
+    attack_kw: dict[str, Any],
+) -> dict[str, Any]:
+    """Every setting of the run, defaults filled in, as JSON-ready values."""
+    parameters = inspect.signature(ATTACKS[attack]).parameters.values()
+    defaults = {
+        p.name: p.default
+        for p in parameters
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("norm", "target", "generator")
+    }
+    settings = {"attack": attack, "norm": norm, "target": target, **defaults, **attack_kw}
+    settings.update(seed=seed, batch_size=batch_size, incremental=incremental)
+    return {name: _json_ready(value) for name, value in settings.items()}
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+class _Check:
+    """Running self-checks of the adversarial inputs at one eps."""
+
+    def __init__(self) -> None:
+        self.attacked = 0
+        self.max_norm = 0.0
+        self.nan_count = 0
+        self.min: float | None = None
+        self.max: float | None = None
+
+    def add(self, delta: torch.Tensor, x_adv: torch.Tensor, norm: str) -> None:
+        if not len(x_adv):
+            return
+        self.attacked += len(x_adv)
+        self.max_norm = max(self.max_norm, norms.norm_of(delta, norm).max().item())
+        self.nan_count += int(torch.isnan(x_adv).sum())
+        low, high = x_adv.min().item(), x_adv.max().item()
+        self.min = low if self.min is None else min(self.min, low)
+        self.max = high if self.max is None else max(self.max, high)
+
+    def result(self, eps: float, norm: str) -> dict[str, Any]:
+        """The checks as a dict; warns when the attack broke its budget or made NaNs."""
+        if self.max_norm > eps + NORM_TOLERANCE or self.nan_count:
+            warnings.warn(
+                f"attack broke its contract at eps={eps}: largest {norm} perturbation "
+                f"{self.max_norm}, {self.nan_count} NaN values",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return {
+            "eps": eps,
+            "attacked": self.attacked,
+            "max_norm": self.max_norm,
+            "nan_count": self.nan_count,
+            "min": self.min,
+            "max": self.max,
+        }
