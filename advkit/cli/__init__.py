@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import __version__
+from .attack import attack_command
 from .models import models_command
 from .train import train_command
 
@@ -53,4 +54,5 @@ def main() -> None:
 
 
 main.add_command(train_command, "train")
+main.add_command(attack_command, "attack")
 main.add_command(models_command, "models")
