@@ -425,3 +425,24 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
     runs.write_json(out / runs.SUMMARY, summary)
     (out / runs.CHECKPOINT).unlink(missing_ok=True)
     return summary
+
+
+def run_status(config: TrainConfig, out: str | Path, data: Dataset) -> str:
+    """What ``out`` holds for ``config``: ``absent``, ``complete``, ``partial`` or ``different``.
+
+    ``partial`` is a run with the same settings that ``--resume`` can continue;
+    ``different`` is a run made with other settings (or unreadable).
+    """
+    out = Path(out)
+    if not (out / runs.CONFIG).exists():
+        return "absent"
+    try:
+        old = runs.read_json(out / runs.CONFIG)
+    except runs.RunError:
+        return "different"
+    cfg = make_config_dict(config.resolved(), data, torch.device("cpu"))
+    if not isinstance(old, dict) or runs.config_hash(old) != runs.config_hash(cfg):
+        return "different"
+    if (out / runs.SUMMARY).exists() and not (out / runs.CHECKPOINT).exists():
+        return "complete"
+    return "partial"

@@ -1,0 +1,343 @@
+"""The course experiment: every model x every optimizer, attacked every way, one report.
+
+Trains mlp, bncnn and attention with sgd, momentum, adagrad, rmsprop and adam
+(15 runs), attacks each with FGSM and PGD, L-inf and L2, untargeted and with a
+random target, over an epsilon grid that fits the dataset, then writes the
+report. Re-running skips every run and attack already complete with identical
+settings (keyed by a hash of its config), so an interrupted pipeline resumes
+where it stopped and a changed setting reruns only what it affects.
+
+    python scripts/course.py                 # digits, about 3-4 minutes on 2 cores
+    python scripts/course.py --quick         # a first look in under a minute
+    python scripts/course.py --dataset data.npz --out runs-mine --report report-mine
+
+Jobs run in worker processes with one torch thread each: on small models two
+single-threaded jobs side by side finish sooner than one job on two threads,
+and a single-threaded job gives the same numbers wherever it runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see BENCHMARKING.md
+
+import multiprocessing
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import click
+import torch
+from tqdm import tqdm
+
+from advkit import runs
+from advkit.attack_runs import attack_run, default_epsilons, find_complete, make_settings
+from advkit.cli.common import Failure, device_option, fail_cleanly, pick_device
+from advkit.data import Dataset, load_dataset
+from advkit.train import TrainConfig, run_status, train
+
+MODELS = ("mlp", "bncnn", "attention")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+
+# Per optimizer: a learning rate and schedule that train every course model
+# well on digits (measured; see the README). Warm-up helps the adaptive
+# methods and momentum avoid a bad first epoch with the attention model.
+RECIPES: dict[str, dict] = {
+    "sgd": {"lr": 0.1, "schedule": "cosine"},
+    "momentum": {"lr": 0.02, "schedule": "cosine", "warmup_epochs": 2},
+    "adagrad": {"lr": 0.02, "schedule": "cosine"},
+    "rmsprop": {"lr": 5e-4, "schedule": "cosine", "warmup_epochs": 2},
+    "adam": {"lr": 1e-3, "schedule": "cosine", "warmup_epochs": 1},
+}
+# Epochs per model; --quick uses fewer and attacks fewer samples.
+EPOCHS = {"mlp": 30, "bncnn": 15, "attention": 30}
+QUICK_EPOCHS = {"mlp": 10, "bncnn": 4, "attention": 8}
+
+# Every attack setting of the course: attack x norm x (untargeted, random target).
+ATTACK_SETTINGS = [
+    (attack, norm, target)
+    for attack in ("fgsm", "pgd")
+    for norm in ("linf", "l2")
+    for target in (None, "random")
+]
+
+
+@dataclass
+class Plan:
+    dataset: str
+    data_dir: str | None
+    out: Path
+    models: tuple[str, ...]
+    optimizers: tuple[str, ...]
+    quick: bool
+    steps: int
+    limit: int | None
+    seed: int
+    train_jobs: list = field(default_factory=list)
+    attack_jobs: list = field(default_factory=list)
+
+
+def train_config(plan: Plan, model: str, optimizer: str) -> TrainConfig:
+    epochs = (QUICK_EPOCHS if plan.quick else EPOCHS)[model]
+    recipe = dict(RECIPES[optimizer])
+    recipe["warmup_epochs"] = min(recipe.get("warmup_epochs", 0), epochs - 1)
+    return TrainConfig(
+        model=model,
+        dataset=plan.dataset,
+        data_dir=plan.data_dir,
+        optimizer=optimizer,
+        epochs=epochs,
+        seed=plan.seed,
+        **recipe,
+    )
+
+
+def attack_settings(plan: Plan, dataset_name: str) -> list[dict]:
+    return [
+        make_settings(
+            attack=attack,
+            norm=norm,
+            epsilons=default_epsilons(dataset_name, norm),
+            target=target,
+            steps=plan.steps,
+            limit=plan.limit,
+            seed=plan.seed,
+        )
+        for attack, norm, target in ATTACK_SETTINGS
+    ]
+
+
+# --- worker side ---------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+@lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str | None, seed: int) -> Dataset:
+    return load_dataset(name, data_dir=data_dir, seed=seed)
+
+
+def _train_job(config: TrainConfig, out: Path, status: str, device: str) -> dict:
+    data = _dataset(config.dataset, config.data_dir, config.seed)
+    return train(
+        config,
+        out,
+        resume=status == "partial",
+        force=status == "different",
+        device=device,
+        dataset=data,
+    )
+
+
+def _attack_job(run_dir: Path, settings: dict, dataset: tuple, device: str) -> dict:
+    return attack_run(run_dir, settings, device=device, figure=False, data=_dataset(*dataset))
+
+
+# --- the pipeline ----------------------------------------------------------------
+
+
+def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, workers: int) -> dict:
+    """Train, attack, report; skip whatever is already complete. Returns timings and counts."""
+    started = time.perf_counter()
+    data = _dataset(plan.dataset, plan.data_dir, plan.seed)
+    dataset_key = (plan.dataset, plan.data_dir, plan.seed)
+    run_dirs = []
+    trains, skipped_runs = [], 0
+    for model in plan.models:
+        for optimizer in plan.optimizers:
+            config = train_config(plan, model, optimizer)
+            out = plan.out / f"{model}-{optimizer}"
+            run_dirs.append(out)
+            status = run_status(config, out, data)
+            if status == "complete":
+                skipped_runs += 1
+            else:
+                trains.append((config, out, status))
+    settings = attack_settings(plan, data.name if plan.dataset.endswith(".npz") else plan.dataset)
+    # Attack jobs of runs about to be (re)trained are decided after training.
+    pending_attacks = {out: list(settings) for out in run_dirs}
+
+    total = len(trains) + len(run_dirs) * len(settings)
+    bar = tqdm(total=total, desc="course", unit="job", file=sys.stderr, dynamic_ncols=True)
+    skipped_attacks = 0
+    ctx = multiprocessing.get_context("spawn")
+    device_name = str(device)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = {}
+        retraining = {out for _, out, _ in trains}
+
+        def submit_attacks(out: Path) -> None:
+            nonlocal skipped_attacks
+            for s in pending_attacks.pop(out):
+                if find_complete(out, s) is not None:
+                    skipped_attacks += 1
+                    bar.update(1)
+                else:
+                    f = pool.submit(_attack_job, out, s, dataset_key, device_name)
+                    futures[f] = ("attack", out, s)
+
+        for config, out, status in trains:
+            futures[pool.submit(_train_job, config, out, status, device_name)] = (
+                "train",
+                out,
+                config,
+            )
+        for out in run_dirs:
+            if out not in retraining:
+                submit_attacks(out)
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for f in done:
+                kind, out, what = futures.pop(f)
+                result = f.result()  # a failed job stops the pipeline with its error
+                bar.update(1)
+                if kind == "train":
+                    bar.write(f"trained {out.name}: test accuracy {result['test_accuracy']:.4f}")
+                    submit_attacks(out)
+                else:
+                    acc = result["curve"]["accuracy"]
+                    bar.set_postfix_str(f"{out.name} {result['name']} acc@max={acc[-1]:.2f}")
+    bar.close()
+    seconds_train_attack = time.perf_counter() - started
+    written = None
+    if report_dir is not None:
+        from advkit.report import build_report
+
+        written = build_report(run_dirs, report_dir)
+    return {
+        "runs": len(run_dirs),
+        "trained": len(trains),
+        "skipped_runs": skipped_runs,
+        "attacks": len(run_dirs) * len(settings) - skipped_attacks,
+        "skipped_attacks": skipped_attacks,
+        "seconds_train_attack": seconds_train_attack,
+        "seconds": time.perf_counter() - started,
+        "report": written,
+    }
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits, mnist, fashion-mnist, cifar10 or a .npz file.",
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Where torchvision datasets live."
+)
+@click.option(
+    "--out",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the run directories go.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    default="report",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the report goes.",
+)
+@click.option("--no-report", is_flag=True, help="Train and attack only.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Fewer epochs and fewer attacked samples: a first look in under a minute.",
+)
+@click.option(
+    "--models",
+    "model_names",
+    default=",".join(MODELS),
+    show_default=True,
+    help="Comma-separated models.",
+)
+@click.option(
+    "--optimizers",
+    default=",".join(OPTIMIZERS),
+    show_default=True,
+    help="Comma-separated optimizers.",
+)
+@click.option("--steps", type=click.IntRange(min=1), help="PGD steps [default: 10, quick 5].")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Attack only the first N test samples [default: all, quick 150].",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=min(2, os.cpu_count() or 1),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Parallel worker processes (one torch thread each on the CPU).",
+)
+@device_option
+@fail_cleanly
+def main(
+    dataset,
+    data_dir,
+    out,
+    report_dir,
+    no_report,
+    quick,
+    model_names,
+    optimizers,
+    steps,
+    limit,
+    seed,
+    workers,
+    device,
+):
+    """Train every course model with every course optimizer, attack them all, write the report."""
+    chosen_models = tuple(m for m in model_names.split(",") if m)
+    chosen_opts = tuple(o for o in optimizers.split(",") if o)
+    for name, chosen, allowed in (
+        ("--models", chosen_models, MODELS),
+        ("--optimizers", chosen_opts, OPTIMIZERS),
+    ):
+        bad = [c for c in chosen if c not in allowed]
+        if bad or not chosen:
+            raise Failure(
+                f"{name} must be a comma-separated subset of {','.join(allowed)}, got {bad or 'nothing'}"
+            )
+    dev = pick_device(device)
+    if dev.type != "cpu":
+        workers = 1  # one process drives the accelerator
+    plan = Plan(
+        dataset=dataset,
+        data_dir=data_dir,
+        out=Path(out),
+        models=chosen_models,
+        optimizers=chosen_opts,
+        quick=quick,
+        steps=steps or (5 if quick else 10),
+        limit=limit or (150 if quick else None),
+        seed=seed,
+    )
+    result = run_pipeline(plan, None if no_report else Path(report_dir), dev, workers)
+    click.echo(
+        f"{result['runs']} runs ({result['trained']} trained, {result['skipped_runs']} already complete), "
+        f"{result['attacks']} attacks ({result['skipped_attacks']} already complete) "
+        f"in {result['seconds']:.0f}s"
+    )
+    for run_dir in sorted(plan.out.glob("*-*")):
+        summary = run_dir / runs.SUMMARY
+        if summary.exists():
+            click.echo(
+                f"  {run_dir.name:<22} test accuracy {runs.read_json(summary)['test_accuracy']:.4f}"
+            )
+    if result["report"] is not None:
+        click.echo(f"report: {Path(report_dir) / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The course pipeline resumes after a kill and reruns only what a change affects."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def course(out, *extra):
+    steps = [] if "--steps" in extra else ["--steps", "3"]
+    return [
+        sys.executable, str(ROOT / "scripts" / "course.py"), "--quick", "--models", "mlp",
+        "--optimizers", "sgd,adam", "--limit", "40", "--workers", "1",
+        "--device", "cpu", "--no-report", "--out", str(out), *steps, *extra,
+    ]  # fmt: skip
+
+
+def results(out: Path) -> dict:
+    """Every number the pipeline produced, without timings and dates."""
+    found = {}
+    for path in sorted(out.glob("*/attacks/*.json")):
+        record = json.loads(path.read_text())
+        curve = {k: v for k, v in record["curve"].items() if k != "seconds"}
+        found[str(path.relative_to(out))] = (record["key"], curve)
+    for path in sorted(out.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        found[str(path.relative_to(out))] = summary["test_accuracy"]
+    for path in sorted(out.glob("*/model.safetensors")):
+        found[str(path.relative_to(out))] = path.read_bytes()
+    return found
+
+
+def test_killed_pipeline_resumes_to_the_same_results(tmp_path):
+    full = subprocess.run(course(tmp_path / "full"), env=ENV, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    expected = results(tmp_path / "full")
+    assert len([k for k in expected if "/attacks/" in k]) == 2 * 8
+
+    proc = subprocess.Popen(
+        course(tmp_path / "cut"), env=ENV, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((tmp_path / "cut").glob("*/attacks/*.json"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the pipeline finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the pipeline and its worker
+    proc.wait()
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+
+    again = subprocess.run(course(tmp_path / "cut"), env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stdout
+    assert results(tmp_path / "cut") == expected
+
+    # Nothing left to do: everything is skipped.
+    rerun = subprocess.run(course(tmp_path / "cut"), env=ENV, capture_output=True, text=True)
+    assert "2 runs (0 trained, 2 already complete), 0 attacks (16 already complete)" in rerun.stdout
+
+    # A changed attack setting reruns the attacks only, not the training.
+    changed = subprocess.run(
+        course(tmp_path / "cut", "--steps", "4"), env=ENV, capture_output=True, text=True
+    )
+    assert "2 runs (0 trained, 2 already complete)" in changed.stdout, changed.stdout
+    assert "8 attacks (8 already complete)" in changed.stdout, changed.stdout  # FGSM unchanged
