@@ -15,14 +15,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
 
 import attacks
-from attacks import norms
-from attacks._checks import _eval_mode
+from attacks import eval_mode, norms
 
 ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": attacks.fgsm, "pgd": attacks.pgd}
 TARGETS = ("random", "least-likely")
@@ -191,7 +190,7 @@ def robustness_curve(
             x_batch = x[index[batch].to(x.device)].to(device)
             t_batch = None if targets is None else targets[batch].to(device)
             x_adv = attack_fn(model, x_batch, y[batch].to(device), eps, target=t_batch, **options)
-            with torch.no_grad(), _eval_mode(model):
+            with torch.no_grad(), eval_mode(model):
                 prediction = model(x_adv).argmax(dim=1).cpu()
             fooled[batch] |= prediction != y[batch]
             reached[batch] |= succeeded(prediction, batch)
@@ -220,24 +219,34 @@ def robustness_curve(
     )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _options(attack: str) -> dict[str, Any]:
+    """The attack's keyword options and their defaults, less those robustness_curve sets."""
+    parameters = inspect.signature(ATTACKS[attack]).parameters.values()
+    return {
+        p.name: p.default
+        for p in parameters
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("norm", "target", "generator")
+    }
+
+
 def _check_arguments(
-    x: object,
-    y: object,
-    epsilons: object,
-    attack: object,
-    norm: object,
-    target: object,
-    batch_size: object,
-    seed: object,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float],
+    attack: str,
+    norm: str,
+    target: None | str | int,
+    batch_size: int,
+    seed: int,
     attack_kw: dict[str, Any],
 ) -> list[float]:
     """Raise `ValueError` naming the first bad argument; return the epsilons as floats."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2 or not len(x):
-        shown = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        shown = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a float tensor of shape (N, ...) with N >= 1, got {shown}")
     if (
         not isinstance(y, torch.Tensor)
@@ -245,10 +254,10 @@ def _check_arguments(
         or y.dtype == torch.bool
         or tuple(y.shape) != (len(x),)
     ):
-        shown = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"y must be an integer tensor of shape ({len(x)},), got {shown}")
+        got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be an integer tensor of shape ({len(x)},), got {got}")
     try:
-        values = [float(eps) for eps in epsilons]  # type: ignore[attr-defined]
+        values = [float(eps) for eps in epsilons]
     except (TypeError, ValueError):
         raise ValueError(f"epsilons must be a sequence of numbers, got {epsilons!r}") from None
     if not values or not all(math.isfinite(v) and v >= 0 for v in values):
@@ -259,18 +268,17 @@ def _check_arguments(
         raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
     if norm not in norms.NORMS:
         raise ValueError(f"norm must be one of {norms.NORMS}, got {norm!r}")
-    if not (target is None or target in TARGETS or (_is_int(target) and target >= 0)):  # type: ignore[operator]
+    if not (target is None or target in TARGETS or (_is_int(target) and target >= 0)):
         raise ValueError(
             f"target must be None, a class index >= 0 or one of {TARGETS}, got {target!r}"
         )
-    if not _is_int(batch_size) or batch_size < 1:  # type: ignore[operator]
+    if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not _is_int(seed):
         raise ValueError(f"seed must be an int, got {seed!r}")
     if "generator" in attack_kw:
         raise ValueError("generator is not accepted in attack_kw: it is drawn from seed")
-    allowed = set(inspect.signature(ATTACKS[str(attack)]).parameters) - {"norm", "target"}
-    unknown = sorted(set(attack_kw) - allowed)
+    unknown = sorted(set(attack_kw) - set(_options(attack)))
     if unknown:
         raise ValueError(f"attack_kw has options that {attack} does not take: {unknown}")
     return values
@@ -285,7 +293,7 @@ def _clean_pass(
     """
     logits = []
     check = _Check()
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         for start in range(0, len(index), batch_size):
             x_batch = x[index[start : start + batch_size].to(x.device)].to(device)
             out = model(x_batch)
@@ -313,14 +321,14 @@ def _warn_if_suspicious(model: nn.Module, x: torch.Tensor, logits: torch.Tensor)
             "model outputs look like probabilities (rows in [0, 1] summing to 1), not logits: "
             "gradients through a softmax vanish and attacks will look weaker than they are",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     if not torch.allclose(model(x), logits, rtol=1e-4, atol=1e-5):
         warnings.warn(
             "two eval-mode forward passes of the model on the same inputs differ: a stochastic "
             "model makes attack gradients and robustness numbers unreliable",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -355,13 +363,7 @@ def _settings(
     attack_kw: dict[str, Any],
 ) -> dict[str, Any]:
     """Every setting of the run, defaults filled in, as JSON-ready values."""
-    parameters = inspect.signature(ATTACKS[attack]).parameters.values()
-    defaults = {
-        p.name: p.default
-        for p in parameters
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("norm", "target", "generator")
-    }
-    settings = {"attack": attack, "norm": norm, "target": target, **defaults, **attack_kw}
+    settings = {"attack": attack, "norm": norm, "target": target, **_options(attack), **attack_kw}
     settings.update(seed=seed, batch_size=batch_size, incremental=incremental)
     return {name: _json_ready(value) for name, value in settings.items()}
 

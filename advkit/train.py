@@ -12,7 +12,6 @@ import math
 import platform
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+from attacks import eval_mode
 
 from . import __version__, runs
 from .data import Dataset, batches, load_dataset
@@ -149,26 +149,13 @@ def make_scheduler(c: TrainConfig, optimizer: torch.optim.Optimizer):
     return sched.SequentialLR(optimizer, [warmup, main], milestones=[c.warmup_epochs])
 
 
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Eval mode and no gradients; every module's ``training`` flag restored after."""
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
-
-
 def evaluate(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode."""
     device = next(model.parameters()).device
     loss, correct = 0.0, 0
-    with eval_mode(model):
+    with eval_mode(model), torch.no_grad():
         for idx in batches(len(y), batch_size):
             xb, yb = x[idx].to(device), y[idx].to(device)
             logits = model(xb)

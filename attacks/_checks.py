@@ -18,7 +18,7 @@ CLIP_TOLERANCE = 1e-6
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run in eval mode (frozen BN statistics); restore each module's flag after."""
     saved = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -60,7 +60,9 @@ def check_clip(clip: object, x: torch.Tensor) -> tuple[float, float] | None:
         or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in clip)
         or not clip[0] < clip[1]
     ):
-        raise ValueError(f"clip must be None or a pair (low, high) of finite low < high, got {clip!r}")
+        raise ValueError(
+            f"clip must be None or a pair (low, high) of finite low < high, got {clip!r}"
+        )
     low, high = float(clip[0]), float(clip[1])
     if x.numel():
         x_min, x_max = x.min().item(), x.max().item()

@@ -56,7 +56,7 @@ def fgsm(
     if not eps.any():
         return x.clone()
 
-    with _checks._eval_mode(model), torch.enable_grad():
+    with _checks.eval_mode(model), torch.enable_grad():
         x_grad = x.clone().requires_grad_(True)
         logits = model(x_grad)
         _checks.check_logits(logits, y, target)

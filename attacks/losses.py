@@ -33,7 +33,9 @@ def objective(
     - `"ce"`: untargeted `CE(z, y)`; targeted `-CE(z, target)`.
     - `"lecture"`: targeted `CE(z, y) - CE(z, target)`, the course's
       `L(x) = -e(y, y_hat) + e(y, y_target)` negated for ascent;
-      untargeted the same as `"ce"`.
+      untargeted the same as `"ce"`. The log-sum-exp cancels, leaving
+      `z_target - z_y`: it lifts the target above the true class but ignores
+      the other classes, so it lands on the target less often than `"ce"`.
     - `"margin"`: the Carlini-Wagner logit margin
       (https://arxiv.org/abs/1608.04644): untargeted
       `max_{j != y} z_j - z_y`; targeted `z_t - max_{j != t} z_j`.

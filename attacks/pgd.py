@@ -41,7 +41,9 @@ def pgd(
         norm: `"linf"` or `"l2"`; every norm is taken per sample over `x.flatten(1)`.
         steps: Gradient steps per restart, >= 1.
         step_size: Length of one step; None means `2.5 * eps / steps`.
-        random_start: Start from a point drawn uniformly from the eps-ball.
+        random_start: Start from a random point of the eps-ball (uniform in the
+            L-inf box; for L2 a uniform direction and a uniform radius, see
+            `norms.random_start`).
         restarts: Independent runs, >= 1; each sample keeps its best (a success
             first, else the highest loss). A sample already fooled is not
             attacked again.
@@ -74,7 +76,10 @@ def pgd(
     _checks.check_choice("loss", loss, losses.LOSSES)
     _checks.check_count("steps", steps)
     _checks.check_count("restarts", restarts)
-    size = 2.5 * eps / steps if step_size is None else _checks.check_step_size(step_size) + 0 * eps
+    if step_size is None:
+        size = 2.5 * eps / steps
+    else:
+        size = torch.full_like(eps, _checks.check_step_size(step_size))
     clip = _checks.check_clip(clip, x)
     _checks.check_target(target, y)
     if not eps.any():
@@ -86,24 +91,33 @@ def pgd(
     best = x.clone()
     best_success = torch.zeros_like(y, dtype=torch.bool)
     best_value = torch.full_like(eps, float("-inf"))
-    with _checks._eval_mode(model), torch.enable_grad():
+    with _checks.eval_mode(model), torch.enable_grad():
         for _ in range(restarts):
-            # Drawn for the whole batch, so restart r starts the same whatever was fooled before.
+            # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
             start = norms.random_start(x, eps, norm, clip, generator) if random_start else x
-            todo = (~best_success).nonzero().squeeze(1)
+            todo = (~best_success).nonzero().squeeze(1)  # samples not fooled yet
             x_adv, success, value = _ascend(
-                model, x[todo], start[todo], y[todo], None if target is None else target[todo],
-                eps[todo], size[todo], steps=steps, norm=norm, loss=loss, clip=clip,
-                early_stop=early_stop, evaluate=restarts > 1,
-            )  # fmt: skip
-            better = (success & ~best_success[todo]) | (
-                (success == best_success[todo]) & (value > best_value[todo])
+                model,
+                x[todo],
+                start[todo],
+                y[todo],
+                None if target is None else target[todo],
+                eps[todo],
+                size[todo],
+                steps=steps,
+                norm=norm,
+                loss=loss,
+                clip=clip,
+                early_stop=early_stop,
+                evaluate=restarts > 1,
             )
-            better |= restarts == 1  # one run: its point is the answer, no comparison needed
+            # `todo` holds no success yet, so a success always wins. Unevaluated
+            # runs (restarts=1) report -inf and win the tie with the initial -inf.
+            better = success | (value >= best_value[todo])
             keep = todo[better]
-            best[keep], best_success[keep], best_value[keep] = (
-                x_adv[better], success[better], value[better]
-            )  # fmt: skip
+            best[keep] = x_adv[better]
+            best_success[keep] = success[better]
+            best_value[keep] = value[better]
             if best_success.all():
                 break
     return best.detach().to(x.dtype)

@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .attack import attack_command
 from .models import models_command
+from .report import report_command
 from .train import train_command
 
 
@@ -55,4 +56,5 @@ def main() -> None:
 
 main.add_command(train_command, "train")
 main.add_command(attack_command, "attack")
+main.add_command(report_command, "report")
 main.add_command(models_command, "models")

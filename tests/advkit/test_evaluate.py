@@ -1,0 +1,298 @@
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from advkit.evaluate import Curve, _targets, robustness_curve
+
+EPSILONS = [0.0, 0.05, 0.1, 0.2, 0.4]
+CLASSES = 5
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    """A small BN-MLP on `(N, 1, 4, 4)` inputs, handed over in train mode."""
+    generator = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, CLASSES)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator))
+        model(torch.rand(32, 1, 4, 4, generator=generator))
+    return model.train()
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    return make_model()
+
+
+@pytest.fixture
+def data(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """120 inputs; labels are the model's prediction for about 80% of them, random otherwise."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(120, 1, 4, 4, generator=generator)
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)
+    model.train()
+    noisy = torch.rand(120, generator=generator) < 0.2
+    y[noisy] = torch.randint(0, CLASSES, (int(noisy.sum()),), generator=generator)
+    return x, y
+
+
+def clean_accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        model.eval()
+        accuracy = (model(x).argmax(1) == y).double().mean().item()
+        model.train()
+    return accuracy
+
+
+def is_monotone(curve: Curve) -> bool:
+    return curve.accuracy == sorted(curve.accuracy, reverse=True) and curve.success_rate == sorted(
+        curve.success_rate
+    )
+
+
+@pytest.mark.parametrize("target", [None, "random", "least-likely", 3])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_curve_is_non_increasing_and_starts_at_clean_accuracy(model, data, attack, norm, target):
+    x, y = data
+    eps = [*EPSILONS, 1.0] if norm == "linf" else [4 * e for e in [*EPSILONS, 1.0]]
+    options = {"steps": 5} if attack == "pgd" else {}
+    curve = robustness_curve(
+        model, x, y, eps, attack=attack, norm=norm, target=target, batch_size=32, **options
+    )
+    assert is_monotone(curve)
+    keep = y != target if isinstance(target, int) else torch.ones_like(y, dtype=torch.bool)
+    assert curve.accuracy[0] == curve.clean_accuracy == clean_accuracy(model, x[keep], y[keep])
+    assert curve.accuracy[-1] < curve.accuracy[0]
+    if target is None:
+        assert curve.success_rate == [pytest.approx(1 - a) for a in curve.accuracy]
+    else:
+        assert curve.success_rate[-1] > curve.success_rate[0]
+    assert model.training  # handed back as it came
+
+
+def test_int_target_leaves_out_samples_of_that_class(model, data):
+    x, y = data
+    curve = robustness_curve(model, x, y, [0, 0.1], target=2)
+    excluded = int((y == 2).sum())
+    assert excluded > 0
+    assert (curve.n_samples, curve.n_excluded) == (len(y) - excluded, excluded)
+    assert curve.settings["target"] == 2
+
+
+def test_same_seed_same_curve_whatever_the_global_rng(model, data):
+    x, y = data
+    torch.manual_seed(1)
+    first = robustness_curve(model, x, y, EPSILONS, target="random", seed=3)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    second = robustness_curve(model, x, y, EPSILONS, target="random", seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert (first.accuracy, first.success_rate, first.checks) == (
+        second.accuracy,
+        second.success_rate,
+        second.checks,
+    )
+
+
+def test_seed_drives_the_random_choices(model, data):
+    x, y = data
+    curves = [
+        robustness_curve(model, x, y, [0.1, 0.2], target="random", seed=s, steps=3).success_rate
+        for s in range(4)
+    ]
+    assert len({tuple(c) for c in curves}) > 1
+
+
+def test_random_targets_are_uniform_over_the_wrong_classes():
+    y = torch.randint(0, 4, (8000,), generator=torch.Generator().manual_seed(0))
+    logits = torch.zeros(8000, 4)
+    targets = _targets("random", y, logits, torch.Generator().manual_seed(1))
+    assert not (targets == y).any()
+    counts = torch.bincount((targets - y) % 4, minlength=4)
+    assert counts[0] == 0 and ((counts[1:] - 8000 / 3).abs() < 200).all()
+
+
+def test_least_likely_target_is_the_least_probable_wrong_class():
+    logits = torch.tensor([[0.0, -3.0, 1.0, -1.0], [5.0, 0.0, 1.0, 2.0], [-9.0, 0.0, 1.0, 2.0]])
+    y = torch.tensor([0, 1, 0])
+    targets = _targets("least-likely", y, logits, torch.Generator())
+    # Sample 2's least probable class is its true class 0, so it gets the next one.
+    assert targets.tolist() == [1, 2, 1]
+
+
+def test_incremental_is_at_least_as_strong_as_from_scratch(model, data):
+    x, y = data
+    for norm, scale in (("linf", 1), ("l2", 4)):
+        eps = [scale * e for e in EPSILONS]
+        incremental = robustness_curve(model, x, y, eps, norm=norm, steps=10)
+        scratch = robustness_curve(model, x, y, eps, norm=norm, steps=10, incremental=False)
+        assert scratch.settings["incremental"] is False and scratch.settings["early_stop"] is False
+        assert incremental.settings["early_stop"] is True
+        for a, b in zip(incremental.accuracy, scratch.accuracy, strict=True):
+            assert a <= b + 0.02
+
+
+def test_incremental_attacks_only_samples_not_yet_fooled(model, data):
+    x, y = data
+    calls = []
+    curve = robustness_curve(
+        model,
+        x,
+        y,
+        EPSILONS,
+        batch_size=16,
+        progress=lambda i, done, total: calls.append((i, done, total)),
+    )
+    totals = {i: total for i, _, total in calls}
+    n = len(y)
+    assert totals[0] == 0  # eps 0 attacks nothing
+    for i in range(1, len(EPSILONS)):
+        # Eps i attacks exactly those still classified correctly at eps i-1.
+        assert totals[i] == round(curve.accuracy[i - 1] * n)
+        assert curve.checks[i]["attacked"] == totals[i]
+        dones = [done for j, done, _ in calls if j == i]
+        assert dones == sorted(dones) and dones[-1] == totals[i]
+        assert all(b - a <= 16 for a, b in zip([0, *dones], dones, strict=False))
+
+
+def test_batches_never_exceed_batch_size_and_the_curve_does_not_depend_on_it(model, data):
+    x, y = data
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(len(x))
+            return self.inner(x)
+
+    curves = [
+        robustness_curve(Recorder(model), x, y, EPSILONS, batch_size=b, random_start=False)
+        for b in (7, 50)
+    ]
+    assert max(seen) <= 50
+    assert curves[0].accuracy == curves[1].accuracy
+    fgsm = [robustness_curve(model, x, y, EPSILONS, attack="fgsm", batch_size=b) for b in (7, 50)]
+    assert fgsm[0].accuracy == fgsm[1].accuracy
+
+
+def test_checks_record_budget_nans_and_range(model, data):
+    x, y = data
+    curve = robustness_curve(model, x, y, EPSILONS, norm="linf")
+    assert [c["eps"] for c in curve.checks] == EPSILONS
+    for eps, check in zip(EPSILONS, curve.checks, strict=True):
+        assert check["max_norm"] <= eps + 1e-6
+        assert check["nan_count"] == 0
+        assert 0 <= check["min"] <= check["max"] <= 1
+    assert curve.checks[-1]["max_norm"] > 0.39
+
+
+def test_curve_round_trips_through_json(model, data):
+    x, y = data
+    curve = robustness_curve(model, x, y, [0, 0.1], target=1, restarts=2, clip=(0.0, 1.0))
+    text = json.dumps(curve.to_dict())
+    again = Curve.from_dict(json.loads(text))
+    assert again == curve
+    settings = again.settings
+    assert settings["attack"] == "pgd" and settings["norm"] == "linf" and settings["target"] == 1
+    assert settings["steps"] == 10 and settings["restarts"] == 2 and settings["seed"] == 0
+    assert settings["clip"] == [0.0, 1.0] and settings["step_size"] is None
+    assert settings["random_start"] is True and settings["batch_size"] == 256
+    assert settings["loss"] == "ce" and "generator" not in settings
+
+
+def test_from_dict_names_missing_fields():
+    with pytest.raises(ValueError, match="accuracy"):
+        Curve.from_dict({"epsilons": [0.0]})
+
+
+def test_probability_outputs_are_warned_about(model, data):
+    x, y = data
+    with pytest.warns(UserWarning, match="probabilities"):
+        robustness_curve(nn.Sequential(model, nn.Softmax(dim=1)), x, y, [0, 0.1], steps=2)
+
+
+def test_stochastic_models_are_warned_about(model, data):
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return model(x) + torch.randn(len(x), CLASSES)
+
+    x, y = data
+    with pytest.warns(UserWarning, match="differ"):
+        robustness_curve(Noisy(), x, y, [0, 0.1], steps=2)
+
+
+def test_an_ordinary_model_gives_no_warning(model, data):
+    x, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        robustness_curve(model, x, y, [0, 0.1], steps=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epsilons": [0.1, 0.05]}, "epsilons"),
+        ({"epsilons": [-0.1]}, "epsilons"),
+        ({"epsilons": []}, "epsilons"),
+        ({"epsilons": [float("nan")]}, "epsilons"),
+        ({"attack": "cw"}, "attack"),
+        ({"norm": "l1"}, "norm"),
+        ({"target": "everything"}, "target"),
+        ({"target": 7}, "target"),
+        ({"target": -1}, "target"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": 1.5}, "seed"),
+        ({"generator": torch.Generator()}, "generator"),
+        ({"stepz": 3}, "stepz"),
+        ({"attack": "fgsm", "steps": 3}, "steps"),
+        ({"y": torch.zeros(3, dtype=torch.int64)}, "y"),
+        ({"y": torch.full((120,), 9)}, "y"),
+        ({"x": torch.rand(120, 16).long()}, "x"),
+        ({"steps": 0}, "steps"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(model, data, kwargs, match):
+    x, y = data
+    arguments = {"x": x, "y": y, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        robustness_curve(model, arguments.pop("x"), arguments.pop("y"), **arguments)
+
+
+def test_int_target_that_leaves_nothing_is_refused(model, data):
+    x, _ = data
+    with pytest.raises(ValueError, match="target"):
+        robustness_curve(model, x, torch.full((len(x),), 2), [0, 0.1], target=2)
+
+
+class Bump(nn.Module):
+    """1-D input; class 0 wins at 0.5 and at 1.0, class 1 in a bump around 0.75, class 2 never.
+
+    A targeted attack toward class 2 (margin loss: z_2 grows with x, the best other
+    logit is the constant z_0 at x = 0.5) walks right, through the bump and out again.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, 0]
+        return torch.stack([torch.full_like(x, 3.0), 5 - 10 * (x - 0.75).abs(), x], dim=1)
+
+
+def test_targeted_curve_keeps_misclassifications_found_at_smaller_eps():
+    x, y = torch.tensor([[0.5]]), torch.tensor([0])
+    options = {"attack": "fgsm", "target": 2, "loss": "margin"}
+    # FGSM lands on x = 0.75 (class 1) at eps 0.25 and on x = 1.0 (class 0) at eps 0.5.
+    scratch = robustness_curve(Bump(), x, y, [0, 0.25, 0.5], incremental=False, **options)
+    assert scratch.accuracy == [1.0, 0.0, 1.0]
+    # The point found at 0.25 lies in the 0.5-ball too, so it still counts there.
+    curve = robustness_curve(Bump(), x, y, [0, 0.25, 0.5], **options)
+    assert curve.accuracy == [1.0, 0.0, 0.0]
+    assert curve.success_rate == [0.0, 0.0, 0.0]

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from attacks import norms
+
+
+def test_norm_of_is_per_sample_over_all_but_the_first_dimension():
+    delta = torch.tensor([[[3.0, 0.0], [0.0, -4.0]], [[0.0, 0.0], [0.0, 0.0]]])  # (2, 2, 2)
+    assert torch.equal(norms.norm_of(delta, "l2"), torch.tensor([5.0, 0.0]))
+    assert torch.equal(norms.norm_of(delta, "linf"), torch.tensor([4.0, 0.0]))
+
+
+def test_direction_linf_is_the_sign_and_l2_has_unit_length_per_sample():
+    grad = torch.tensor([[3.0, -4.0], [0.0, 0.5]])
+    assert torch.equal(norms.direction(grad, "linf"), torch.tensor([[1.0, -1.0], [0.0, 1.0]]))
+    unit = norms.direction(grad, "l2")
+    assert torch.allclose(unit, torch.tensor([[0.6, -0.8], [0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("norm", norms.NORMS)
+def test_direction_of_a_zero_gradient_is_zero_not_nan(norm):
+    assert torch.equal(norms.direction(torch.zeros(2, 3), norm), torch.zeros(2, 3))
+
+
+def test_project_l2_scales_long_perturbations_onto_the_sphere_and_keeps_short_ones():
+    delta = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    eps = torch.tensor([1.0, 1.0, 0.0])
+    projected = norms.project(delta, eps, "l2")
+    assert torch.allclose(projected, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
+
+
+def test_project_linf_clamps_each_coordinate_to_its_samples_eps():
+    delta = torch.tensor([[0.5, -0.5, 0.05], [0.5, -0.5, 0.05]])
+    projected = norms.project(delta, torch.tensor([0.1, 0.2]), "linf")
+    assert torch.equal(projected, torch.tensor([[0.1, -0.1, 0.05], [0.2, -0.2, 0.05]]))
+
+
+def test_step_projects_then_clips():
+    x = torch.tensor([[0.95, 0.5]])
+    step = norms.step(
+        x,
+        x,
+        torch.tensor([[1.0, -1.0]]),
+        torch.tensor([0.3]),
+        torch.tensor([0.1]),
+        "linf",
+        (0.0, 1.0),
+    )
+    assert torch.allclose(step, torch.tensor([[1.0, 0.4]]))
+
+
+@pytest.mark.parametrize("norm", norms.NORMS)
+def test_random_start_stays_in_the_ball_and_the_box(norm):
+    x = torch.rand(64, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    eps = torch.linspace(0, 0.5, 64)
+    start = norms.random_start(x, eps, norm, (0.0, 1.0), torch.Generator().manual_seed(1))
+    assert (norms.norm_of(start - x, norm) <= eps + 1e-6).all()
+    assert start.min() >= 0 and start.max() <= 1
+
+
+def test_random_start_l2_has_a_uniform_radius_and_direction():
+    # Radius uniform in [0, eps] (as torchattacks), so half the starts lie within eps / 2,
+    # whatever the dimension; a volume-uniform draw in 16 dimensions would put 0.002% there.
+    x = torch.zeros(20000, 16)
+    start = norms.random_start(x, torch.ones(20000), "l2", None, torch.Generator().manual_seed(0))
+    radius = start.norm(dim=1)
+    assert radius.max() <= 1 + 1e-6
+    assert abs((radius <= 0.5).float().mean().item() - 0.5) < 0.015
+    # Isotropic directions: the mean unit vector is near zero in every coordinate.
+    assert (start / radius[:, None]).mean(dim=0).abs().max() < 0.02
+
+
+def test_random_start_linf_is_uniform_per_coordinate():
+    x = torch.zeros(20000, 3)
+    start = norms.random_start(
+        x, torch.full((20000,), 2.0), "linf", None, torch.Generator().manual_seed(0)
+    )
+    assert start.abs().max() <= 2.0
+    # Uniform on [-2, 2]: mean 0, variance 4/3.
+    assert start.mean().abs() < 0.03
+    assert abs(start.var().item() - 4 / 3) < 0.03
+
+
+def test_random_start_depends_only_on_the_generator():
+    x = torch.zeros(4, 5)
+    eps = torch.ones(4)
+    first = norms.random_start(x, eps, "l2", None, torch.Generator().manual_seed(3))
+    torch.manual_seed(123)
+    second = norms.random_start(x, eps, "l2", None, torch.Generator().manual_seed(3))
+    assert torch.equal(first, second)
