@@ -1280,10 +1280,11 @@ def _plan(report_runs: list[ReportRun], chosen: dict[str, EpsChoice]) -> list[_T
                 partial(training_figure, model, model_runs),
             )
         )
-    for run in report_runs:
-        for rec in sorted(run.records, key=lambda r: (r.setting.sort_key(), r.name)):
-            if rec.examples is None:
-                continue
+    for model in _ordered(set(by_model), MODEL_ORDER):
+        run = _gallery_run(by_model[model])
+        if run is None:
+            continue
+        for rec in _gallery_records(run):
             tasks.append(
                 _Task(
                     f"gallery-{_safe(run.name)}-{_safe(rec.name)}.png",
@@ -1294,6 +1295,28 @@ def _plan(report_runs: list[ReportRun], chosen: dict[str, EpsChoice]) -> list[_T
                 )
             )
     return tasks
+
+
+def _gallery_run(model_runs: list[ReportRun]) -> ReportRun | None:
+    """The run whose examples stand for its model: the most accurate one with examples."""
+    shown = [r for r in model_runs if any(rec.examples is not None for rec in r.records)]
+    if not shown:
+        return None
+    return max(shown, key=lambda r: ((r.summary or {}).get("test_accuracy", 0.0), r.name))
+
+
+def _gallery_records(run: ReportRun) -> list[AttackRecord]:
+    """The strongest attack of each norm and target mode (PGD where there is one)."""
+    best: dict[tuple, AttackRecord] = {}
+    for rec in sorted(run.records, key=lambda r: (r.setting.sort_key(), r.name)):
+        if rec.examples is None:
+            continue
+        key = (rec.setting.norm, rec.setting.target, rec.setting.loss)
+        if key not in best or _rank(rec.setting.attack, ("pgd", "fgsm")) < _rank(
+            best[key].setting.attack, ("pgd", "fgsm")
+        ):
+            best[key] = rec
+    return sorted(best.values(), key=lambda r: (r.setting.sort_key(), r.name))
 
 
 def build_report(
