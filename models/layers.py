@@ -96,9 +96,7 @@ def _is_int(value: object, minimum: int) -> bool:
 
 
 def _is_finite(value: object) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -30,7 +30,7 @@ class MLPConfig:
 
     input_shape: tuple[int, int, int]
     num_classes: int
-    hidden: tuple[int, ...] = (256, 128)
+    hidden: tuple[int, ...] = (512, 256)
     dropout: float = 0.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -62,7 +62,7 @@ class MLP(nn.Module):
         input_shape: Sequence[int],
         num_classes: int,
         *,
-        hidden: Sequence[int] = (256, 128),
+        hidden: Sequence[int] = (512, 256),
         dropout: float = 0.0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,

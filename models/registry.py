@@ -26,10 +26,12 @@ _MODELS: dict[str, type[Model]] = {
     "mlp": MLP,
 }
 
-DEFAULT_EPOCHS: dict[str, int] = {"attention": 30, "bncnn": 20, "mlp": 30}
-"""Recommended epochs for the default recipe on ``digits`` (Adam, lr 1e-3,
-batch 64, cosine schedule over the epochs): each reaches its accuracy target
-within ~30 s on two CPU cores."""
+DEFAULT_EPOCHS: dict[str, int] = {"attention": 20, "bncnn": 15, "mlp": 30}
+"""Recommended epochs for each model under the default recipe on ``digits``
+(Adam, lr 1e-3, batch 64, cosine schedule over the epochs, mean/std of the
+training pixels). Through ``advkit.train`` over seeds 0-5, test accuracy:
+mlp 0.969-0.983 (seeds 0-2), bncnn 0.989-0.997, attention 0.969-0.989; each
+run trained in under 30 s on one CPU thread of a shared 2-core machine."""
 
 
 def available() -> tuple[str, ...]:
