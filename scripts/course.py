@@ -34,6 +34,7 @@ import click
 import torch
 from tqdm import tqdm
 
+import models
 from advkit import runs
 from advkit.attack_runs import attack_run, default_epsilons, find_complete, make_settings
 from advkit.cli.common import Failure, device_option, fail_cleanly, pick_device
@@ -53,8 +54,7 @@ RECIPES: dict[str, dict] = {
     "rmsprop": {"lr": 5e-4, "schedule": "cosine", "warmup_epochs": 2},
     "adam": {"lr": 1e-3, "schedule": "cosine", "warmup_epochs": 1},
 }
-# Epochs per model; --quick uses fewer and attacks fewer samples.
-EPOCHS = {"mlp": 30, "bncnn": 15, "attention": 30}
+# Epochs per model: the models' recommended ones; --quick uses fewer and attacks fewer samples.
 QUICK_EPOCHS = {"mlp": 10, "bncnn": 4, "attention": 8}
 
 # Every attack setting of the course: attack x norm x (untargeted, random target).
@@ -82,7 +82,7 @@ class Plan:
 
 
 def train_config(plan: Plan, model: str, optimizer: str) -> TrainConfig:
-    epochs = (QUICK_EPOCHS if plan.quick else EPOCHS)[model]
+    epochs = (QUICK_EPOCHS if plan.quick else models.DEFAULT_EPOCHS)[model]
     recipe = dict(RECIPES[optimizer])
     recipe["warmup_epochs"] = min(recipe.get("warmup_epochs", 0), epochs - 1)
     return TrainConfig(
