@@ -116,17 +116,42 @@ def check_config(c: TrainConfig) -> None:
         raise bad("patience", "an integer >= 1", c.patience)
 
 
+# Optimizers with a fused kernel (one update for all the parameters at once), by
+# the device types torch >= 2.4 has it for. On CPU, the per-parameter loop of
+# Adam took a quarter of a small model's training time; fused, a whole epoch
+# ran 1.3-1.4x faster (Adagrad 1.2x). foreach=True changed nothing on CPU
+# (Adagrad was slower), so the other optimizers keep torch's defaults.
+FUSED_DEVICES = {"adam": ("cpu", "cuda"), "adamw": ("cpu", "cuda"), "adagrad": ("cpu",)}
+
+
 def make_optimizer(c: TrainConfig, params) -> torch.optim.Optimizer:
-    """The optimizer named by ``c.optimizer`` (``c`` resolved); weight decay is the course's L2 term."""
+    """The optimizer named by ``c.optimizer`` (``c`` resolved); weight decay is the course's L2 term.
+
+    Adam, AdamW and Adagrad use torch's fused kernel where it exists
+    (``FUSED_DEVICES``, torch >= 2.4, floating-point parameters); anywhere
+    else (MPS, older torch) the usual implementation, with the same results
+    up to float rounding.
+    """
+    params = list(params)
     kw = {"lr": c.lr, "weight_decay": c.weight_decay}
     factories = {
-        "sgd": lambda: torch.optim.SGD(params, momentum=c.momentum, **kw),
-        "momentum": lambda: torch.optim.SGD(params, momentum=c.momentum, **kw),
-        "adagrad": lambda: torch.optim.Adagrad(params, **kw),
-        "rmsprop": lambda: torch.optim.RMSprop(params, momentum=c.momentum, **kw),
-        "adam": lambda: torch.optim.Adam(params, **kw),
-        "adamw": lambda: torch.optim.AdamW(params, **kw),
+        "sgd": lambda **o: torch.optim.SGD(params, momentum=c.momentum, **kw, **o),
+        "momentum": lambda **o: torch.optim.SGD(params, momentum=c.momentum, **kw, **o),
+        "adagrad": lambda **o: torch.optim.Adagrad(params, **kw, **o),
+        "rmsprop": lambda **o: torch.optim.RMSprop(params, momentum=c.momentum, **kw, **o),
+        "adam": lambda **o: torch.optim.Adam(params, **kw, **o),
+        "adamw": lambda **o: torch.optim.AdamW(params, **kw, **o),
     }
+    devices = FUSED_DEVICES.get(c.optimizer, ())
+    if (
+        params
+        and torch.__version__ >= "2.4"
+        and all(p.device.type in devices and p.is_floating_point() for p in params)
+    ):
+        try:
+            return factories[c.optimizer](fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a build without the kernel
+            pass
     return factories[c.optimizer]()
 
 

@@ -19,14 +19,39 @@ CLIP_TOLERANCE = 1e-6
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode (frozen BN statistics); restore each module's flag after."""
+    """Run in eval mode (frozen BN statistics); restore each module's flag after.
+
+    A model already in eval mode is left alone: setting every module's flag
+    takes tens of microseconds, a noticeable share of a small model's step.
+    """
     saved = [(m, m.training) for m in model.modules()]
-    model.eval()
+    if any(flag for _, flag in saved):
+        model.eval()
     try:
         yield
     finally:
         for m, flag in saved:
-            m.training = flag
+            if m.training != flag:
+                m.training = flag
+
+
+@contextmanager
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Run as an attack should: `eval_mode`, and the parameters frozen.
+
+    An attack needs gradients with respect to the input only; with
+    `requires_grad` off, the forward pass keeps nothing for the weights'
+    gradients. Each parameter's flag (and its `.grad`) is as it was after.
+    """
+    thawed = [p for p in model.parameters() if p.requires_grad]
+    with eval_mode(model):
+        for p in thawed:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in thawed:
+                p.requires_grad_(True)
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
@@ -65,7 +90,7 @@ def check_clip(clip: object, x: torch.Tensor) -> tuple[float, float] | None:
         )
     low, high = float(clip[0]), float(clip[1])
     if x.numel():
-        x_min, x_max = x.min().item(), x.max().item()
+        x_min, x_max = (v.item() for v in torch.aminmax(x))  # one pass over x
         # Written so that NaN inputs fail the test too.
         if not (x_min >= low - CLIP_TOLERANCE and x_max <= high + CLIP_TOLERANCE):
             raise ValueError(

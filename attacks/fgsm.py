@@ -56,10 +56,9 @@ def fgsm(
     if not eps.any():
         return x.clone()
 
-    with _checks.eval_mode(model), torch.enable_grad():
-        x_grad = x.clone().requires_grad_(True)
-        logits = model(x_grad)
+    with _checks.attack_mode(model), torch.enable_grad():
+        point = x.detach().requires_grad_(True)  # a new leaf; the caller's `x` is not touched
+        logits = model(point)
         _checks.check_logits(logits, y, target)
-        value = losses.objective(logits, y, target, loss)
-        (grad,) = torch.autograd.grad(value.sum(), x_grad)
+        (grad,) = torch.autograd.grad(losses.total(logits, y, target, loss), point)
     return norms.step(x, x, grad, eps, eps, norm, clip).detach().to(x.dtype)

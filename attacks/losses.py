@@ -64,6 +64,22 @@ def objective(
     return toward_target
 
 
+def total(
+    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str
+) -> torch.Tensor:
+    """`objective(logits, y, target, loss).sum()`: what one gradient step ascends.
+
+    The untargeted cross-entropy is summed inside its own kernel, which saves
+    PGD an op forward and backward at every step.
+
+    Shape:
+        logits `(N, K)`, y `(N,)`, target `(N,)` or None -> `()`.
+    """
+    if target is None and loss != "margin":
+        return F.cross_entropy(logits, y, reduction="sum")
+    return objective(logits, y, target, loss).sum()
+
+
 def succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """Whether the attack has succeeded on each sample.
 

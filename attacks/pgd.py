@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -87,91 +89,90 @@ def pgd(
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
 
-    # Best point per sample over restarts: a success first, else the highest objective.
-    best = x.clone()
-    best_success = torch.zeros_like(y, dtype=torch.bool)
-    best_value = torch.full_like(eps, float("-inf"))
-    with _checks.eval_mode(model), torch.enable_grad():
-        for _ in range(restarts):
-            # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
-            start = norms.random_start(x, eps, norm, clip, generator) if random_start else x
+    def start() -> torch.Tensor:
+        # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
+        return norms.random_start(x, eps, norm, clip, generator) if random_start else x
+
+    ball = norms.ball(x, eps, norm, clip)
+    ascend = functools.partial(
+        _ascend, model, steps=steps, loss=loss, early_stop=early_stop, evaluate=restarts > 1
+    )
+    with _checks.attack_mode(model), torch.enable_grad():
+        # Best point per sample over restarts: a success first, else the highest objective.
+        best, best_success, best_value = ascend(ball, start(), y, target, size)
+        for _ in range(restarts - 1):
+            if best_success.all():
+                break
             todo = (~best_success).nonzero().squeeze(1)  # samples not fooled yet
-            x_adv, success, value = _ascend(
-                model,
-                x[todo],
-                start[todo],
+            x_adv, success, value = ascend(
+                ball.select(todo),
+                start()[todo],
                 y[todo],
                 None if target is None else target[todo],
-                eps[todo],
                 size[todo],
-                steps=steps,
-                norm=norm,
-                loss=loss,
-                clip=clip,
-                early_stop=early_stop,
-                evaluate=restarts > 1,
             )
-            # `todo` holds no success yet, so a success always wins. Unevaluated
-            # runs (restarts=1) report -inf and win the tie with the initial -inf.
+            # `todo` holds no success yet, so a success always wins.
             better = success | (value >= best_value[todo])
             keep = todo[better]
             best[keep] = x_adv[better]
             best_success[keep] = success[better]
             best_value[keep] = value[better]
-            if best_success.all():
-                break
-    return best.detach().to(x.dtype)
+    # The budget, enforced on the way out (every point is inside already: it stays bit for bit).
+    return ball.project(best).detach().to(x.dtype)
 
 
 def _ascend(
     model: nn.Module,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
+    ball: norms.Ball,
+    start: torch.Tensor,
     y: torch.Tensor,
     target: torch.Tensor | None,
-    eps: torch.Tensor,
-    step_size: torch.Tensor,
+    size: torch.Tensor,
     *,
     steps: int,
-    norm: str,
     loss: str,
-    clip: tuple[float, float] | None,
     early_stop: bool,
     evaluate: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run one PGD restart from `x_adv`.
+    """Run one PGD restart from `start`, a point of `ball`, with steps of length `size`.
 
-    Returns the final points, and whether each succeeded and its objective.
-    These are known for the samples stopped early; for the others they cost
-    one more forward pass, made only when `evaluate` (to compare restarts).
+    Returns the final points, and whether each succeeded and its objective
+    (-inf where not evaluated). Samples stopped early succeeded; for the
+    others, both cost one more forward pass, made only when `evaluate` (to
+    compare restarts, where a success always wins, whatever its objective).
+
+    The whole batch is stepped without any indexing until some sample stops
+    early; then its result is stored and the tensors of the samples still
+    live (`rows` of the outputs) are compacted, once per step that stops some.
     """
-    x_adv = x_adv.clone()
+    x_adv = torch.empty_like(start)
     success = torch.zeros_like(y, dtype=torch.bool)
-    value = torch.full_like(eps, float("-inf"))
-    active = torch.arange(len(x), device=x.device)  # samples still being updated
+    value = torch.full(y.shape, float("-inf"), dtype=start.dtype, device=start.device)
+    rows = torch.arange(len(y), device=y.device)
+    point = start
     for i in range(steps):
-        point = x_adv[active].requires_grad_(True)
+        point = point.detach().requires_grad_(True)
         logits = model(point)
         if i == 0:
             _checks.check_logits(logits, y, target)
-        t = None if target is None else target[active]
-        objective = losses.objective(logits, y[active], t, loss)
-        (grad,) = torch.autograd.grad(objective.sum(), point)
+        (grad,) = torch.autograd.grad(losses.total(logits, y, target, loss), point)
+        point = point.detach()
         if early_stop:
             # The logits of this step's forward already tell which points succeed.
-            done = losses.succeeded(logits.detach(), y[active], t)
-            success[active[done]] = True
-            value[active[done]] = objective.detach()[done]
-            active, point, grad = active[~done], point[~done], grad[~done]
-            if not len(active):
-                break
-        x_adv[active] = norms.step(
-            x[active], point.detach(), grad, step_size[active], eps[active], norm, clip
-        )
-    if evaluate and len(active):
+            done = losses.succeeded(logits.detach(), y, target)
+            if done.any():
+                stopped, live = rows[done], ~done
+                x_adv[stopped], success[stopped] = point[done], True
+                rows, point, grad = rows[live], point[live], grad[live]
+                y, size, ball = y[live], size[live], ball.select(live)
+                target = None if target is None else target[live]
+                if not len(rows):
+                    break
+        point = ball.step(point, grad, size)
+    x_adv[rows] = point
+    if evaluate and len(rows):
         with torch.no_grad():
-            logits = model(x_adv[active])
-            t = None if target is None else target[active]
-            success[active] = losses.succeeded(logits, y[active], t)
-            value[active] = losses.objective(logits, y[active], t, loss)
+            logits = model(point)
+            success[rows] = losses.succeeded(logits, y, target)
+            value[rows] = losses.objective(logits, y, target, loss)
     return x_adv, success, value
