@@ -145,6 +145,18 @@ def attack_run(
     if data is None:
         ds = config["dataset"]
         data = load_dataset(ds["name"], data_dir=ds.get("data_dir"), seed=ds["seed"])
+    spec = config["model"]
+    if (
+        list(data.input_shape) != list(spec["input_shape"])
+        or data.num_classes != spec["num_classes"]
+    ):
+        # A .npz replaced since training: attacking it would fail deep in the model or
+        # measure the wrong thing.
+        raise runs.RunError(
+            f"dataset {config['dataset']['name']!r} now has images {list(data.input_shape)} "
+            f"and {data.num_classes} classes, but the model of {run_dir} was trained on "
+            f"{list(spec['input_shape'])} and {spec['num_classes']} classes"
+        )
     x, y = data.split(settings["split"])
     if settings["limit"] is not None:
         x, y = x[: settings["limit"]], y[: settings["limit"]]
@@ -175,11 +187,13 @@ def attack_run(
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": {"advkit": __version__, "torch": torch.__version__},
     }
-    runs.write_json(run_dir / "attacks" / f"{name}.json", record)
     if figure:
         from .report import attack_figure, save_figure  # matplotlib only when drawing
 
         save_figure(attack_figure(record, examples), run_dir / "figures" / f"{name}.png")
+    # The record last: once it exists, so do its examples and figure, even if the
+    # process is interrupted or killed between the files.
+    runs.write_json(run_dir / "attacks" / f"{name}.json", record)
     return record
 
 

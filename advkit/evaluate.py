@@ -28,6 +28,8 @@ TARGETS = ("random", "least-likely")
 
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
+# Inputs may sit this far outside `clip`, as the attacks allow (float rounding).
+CLIP_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -264,24 +266,67 @@ def _check_arguments(
         raise ValueError(f"epsilons must be finite numbers >= 0, at least one, got {values}")
     if values != sorted(values):
         raise ValueError(f"epsilons must be in increasing order, got {values}")
+    # Larger budgets or steps overflow the squared L2 norms in x's dtype, and the
+    # attack then silently drops its step (or makes NaNs); any budget beyond the
+    # diameter of the clip box acts the same anyway.
+    largest = math.sqrt(torch.finfo(x.dtype).max) / 8
+    if values[-1] > largest:
+        raise ValueError(
+            f"epsilons must be at most {largest:.3g} for {x.dtype} inputs, got {values}"
+        )
+    step_size = attack_kw.get("step_size")
+    if isinstance(step_size, (int, float)) and step_size > largest:
+        raise ValueError(
+            f"step_size must be at most {largest:.3g} for {x.dtype} inputs, got {step_size!r}"
+        )
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
     if norm not in norms.NORMS:
         raise ValueError(f"norm must be one of {norms.NORMS}, got {norm!r}")
-    if not (target is None or target in TARGETS or (_is_int(target) and target >= 0)):
+    if not (target is None or target in TARGETS or (_is_int(target) and 0 <= target < 2**63)):
         raise ValueError(
             f"target must be None, a class index >= 0 or one of {TARGETS}, got {target!r}"
         )
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not _is_int(seed):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not _is_int(seed) or not -(2**63) <= seed < 2**64:  # what torch.Generator takes
+        raise ValueError(f"seed must be an int in [-2**63, 2**64), got {seed!r}")
     if "generator" in attack_kw:
         raise ValueError("generator is not accepted in attack_kw: it is drawn from seed")
     unknown = sorted(set(attack_kw) - set(_options(attack)))
     if unknown:
         raise ValueError(f"attack_kw has options that {attack} does not take: {unknown}")
+    _check_inputs(x, attack_kw.get("clip", _options(attack)["clip"]))
     return values
+
+
+def _check_inputs(x: torch.Tensor, clip: object) -> None:
+    """Raise unless every value of `x` is finite and inside `clip`.
+
+    Checked here, not only by the attack, because eps 0 (and samples the curve
+    never attacks) would otherwise turn NaN or out-of-range inputs into numbers.
+    """
+    if clip is not None and not (
+        isinstance(clip, (tuple, list))
+        and len(clip) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in clip)
+        and clip[0] < clip[1]
+    ):
+        raise ValueError(
+            f"clip must be None or a pair (low, high) of finite low < high, got {clip!r}"
+        )
+    # aminmax allocates nothing the size of x (isfinite would: a mask per value),
+    # and NaN or infinity anywhere shows up in its result.
+    low, high = (v.item() for v in torch.aminmax(x.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"x must hold finite values, got {bad} NaN or infinite values")
+    if clip is not None:
+        if low < clip[0] - CLIP_TOLERANCE or high > clip[1] + CLIP_TOLERANCE:
+            raise ValueError(
+                f"x must lie inside clip={tuple(clip)!r} (up to {CLIP_TOLERANCE}), "
+                f"got values in [{low}, {high}]"
+            )
 
 
 def _clean_pass(

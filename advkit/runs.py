@@ -73,8 +73,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _dumps(path: str | os.PathLike, obj: Any, **kw: Any) -> str:
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError as e:  # NaN or infinity: JSON has no such numbers
+        raise ValueError(f"cannot write {path}: {e}") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    write_text(path, _dumps(path, obj, indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -102,7 +109,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    write_text(path, "".join(_dumps(path, r) + "\n" for r in rows))
 
 
 def config_hash(config: dict) -> str:
@@ -151,14 +158,14 @@ def _first_line(e: BaseException) -> str:
 def build_model(config: dict) -> torch.nn.Module:
     try:
         spec = config["model"]
-        return models.build(
-            spec["name"],
-            input_shape=tuple(spec["input_shape"]),
-            num_classes=spec["num_classes"],
-            **spec.get("options", {}),
-        )
-    except (KeyError, TypeError) as e:
+        name, shape, k = spec["name"], tuple(spec["input_shape"]), spec["num_classes"]
+        options = spec.get("options", {})
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be an object, got {options!r}")
+    except (KeyError, TypeError, AttributeError) as e:
         raise RunError(f"config has no valid 'model' entry ({e})") from None
+    # Outside the try: the model's own errors (a bad option value) keep their message.
+    return models.build(name, input_shape=shape, num_classes=k, **options)
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -230,32 +237,81 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Return ``{"model", "optimizer", "scheduler", "extra", "rng"}`` state dicts."""
+    """Return ``{"model", "optimizer", "scheduler", "extra", "rng"}`` state dicts.
+
+    The model tensors are checked against the ``config.json`` beside the
+    checkpoint, and the rest against the layout :func:`save_checkpoint` writes,
+    so a corrupt or foreign checkpoint raises RunError instead of failing
+    halfway through restoring the training state.
+    """
     from safetensors import safe_open
 
+    path = Path(path)
     tensors = read_safetensors(path)
+
+    def bad(what: str) -> RunError:
+        return RunError(f"{path} is not an advkit checkpoint ({what})")
+
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["advkit"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise RunError(f"{path} is not an advkit checkpoint ({e})") from None
+    except KeyError:
+        raise bad("no 'advkit' metadata") from None
+    except json.JSONDecodeError as e:
+        raise bad(f"metadata is not valid JSON: {e}") from None
+    layout = {"param_groups": list, "optim_scalars": dict, "scheduler": dict, "extra": dict}
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in layout.items()):
+        raise bad(f"metadata must hold {', '.join(layout)}")
+    extra = meta["extra"]
+    for key in ("epoch", "rows", "best_val", "bad_epochs", "seconds"):
+        if key not in extra:
+            raise bad(f"metadata lacks extra.{key}")
     state: dict[int, dict[str, Any]] = {}
-    for pid, values in meta["optim_scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
     model_state, rng = {}, {}
-    for key, value in tensors.items():
-        kind, _, rest = key.partition(".")
-        if kind == "model":
-            model_state[rest] = value
-        elif kind == "optim":
-            pid, _, name = rest.partition(".")
-            state.setdefault(int(pid), {})[name] = value
-        elif kind == "rng":
-            rng[rest] = value
+    try:
+        for pid, values in meta["optim_scalars"].items():
+            state.setdefault(int(pid), {}).update(values)
+        for key, value in tensors.items():
+            kind, _, rest = key.partition(".")
+            if kind == "model":
+                model_state[rest] = value
+            elif kind == "optim":
+                pid, _, name = rest.partition(".")
+                state.setdefault(int(pid), {})[name] = value
+            elif kind == "rng":
+                rng[rest] = value
+    except (ValueError, TypeError, AttributeError) as e:
+        raise bad(f"malformed optimizer state: {e}") from None
+    for name in ("shuffle", "torch"):
+        try:
+            torch.Generator().set_state(rng[name])
+        except KeyError:
+            raise bad(f"no rng.{name} state") from None
+        except (RuntimeError, TypeError) as e:
+            raise bad(f"rng.{name} is not a generator state: {_first_line(e)}") from None
+    _check_model_state(model_state, path)
     return {
         "model": model_state,
         "optimizer": {"state": state, "param_groups": meta["param_groups"]},
         "scheduler": meta["scheduler"],
-        "extra": meta["extra"],
+        "extra": extra,
         "rng": rng,
     }
+
+
+def _check_model_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise RunError unless ``state`` fits the model of the config beside ``path``."""
+    config = read_json(path.parent / CONFIG)
+    if not isinstance(config, dict):
+        raise RunError(f"{path.parent / CONFIG} does not hold a run config")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = build_model(config).state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    wanted = {k: tuple(v.shape) for k, v in expected.items()}
+    if shapes != wanted:
+        differ = sorted(k for k in set(shapes) | set(wanted) if shapes.get(k) != wanted.get(k))
+        raise RunError(
+            f"{path} does not match the model in config.json "
+            f"({len(differ)} tensors differ, e.g. {differ[0]!r}: "
+            f"{shapes.get(differ[0])} in the file, {wanted.get(differ[0])} in the model)"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -11,6 +12,17 @@ from .attack import attack_command
 from .models import models_command
 from .report import report_command
 from .train import train_command
+
+# click >= 8.2 raises this for a group called without arguments.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (a suspicious model, a broken attack) as one line on stderr.
+
+    Python's default adds the source line that warned, which reads like a traceback.
+    """
+    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
 
 
 class OneLineErrors(click.Group):
@@ -25,8 +37,14 @@ class OneLineErrors(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            rv = super().main(args, prog_name, complete_var, False, **extra)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                rv = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as e:
+            if _NO_ARGS_IS_HELP is not None and isinstance(e, _NO_ARGS_IS_HELP):
+                # Plain `advkit`: the help, as click < 8.2 printed it, not an error.
+                click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+                sys.exit(0)
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
             click.echo(f"Error: {' '.join(e.format_message().split())}{hint}", err=True)
             sys.exit(2)

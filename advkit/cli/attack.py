@@ -11,7 +11,19 @@ import attacks
 
 from .. import runs
 from ..attack_runs import ATTACK_NAMES, SPLITS, attack_run, default_epsilons, make_settings
-from .common import Failure, device_option, fail_cleanly, log, pick_device, progress
+from .common import (
+    Failure,
+    device_option,
+    fail_cleanly,
+    log,
+    not_empty,
+    pick_device,
+    progress,
+)
+
+# Each budget is a full attack of the split; more than this is a typo, not a grid
+# (and a range count like 0:0.3:1000000000 would exhaust memory building the list).
+MAX_EPSILONS = 1000
 
 
 def parse_epsilons(ctx, param, value: str | None) -> list[float] | None:
@@ -22,8 +34,10 @@ def parse_epsilons(ctx, param, value: str | None) -> list[float] | None:
         if ":" in value:
             start, stop, count = value.split(":")
             n = int(count)
-            if n < 2:
-                raise click.BadParameter(f"{value!r}: a range needs a count >= 2")
+            if not 2 <= n <= MAX_EPSILONS:
+                raise click.BadParameter(
+                    f"{value!r}: a range needs a count from 2 to {MAX_EPSILONS}, got {n}"
+                )
             a, b = float(start), float(stop)
             eps = [a + (b - a) * i / (n - 1) for i in range(n)]
         else:
@@ -34,11 +48,17 @@ def parse_epsilons(ctx, param, value: str | None) -> list[float] | None:
         ) from None
     if not eps:
         raise click.BadParameter("give at least one epsilon")
+    if len(eps) > MAX_EPSILONS:
+        raise click.BadParameter(f"at most {MAX_EPSILONS} epsilons, got {len(eps)}")
     if any(not (e >= 0 and e < float("inf")) for e in eps):
         raise click.BadParameter(f"{value!r}: every epsilon must be a finite number >= 0")
+    # Rounded first (0:0.3:7 gives 0.30000000000000004), so the check sees what is run.
+    eps = [round(e, 10) for e in eps]
     if any(b <= a for a, b in zip(eps, eps[1:], strict=False)):
-        raise click.BadParameter(f"{value!r}: epsilons must be strictly increasing")
-    return [round(e, 10) for e in eps]
+        raise click.BadParameter(
+            f"{value!r}: epsilons must be strictly increasing (compared to 10 decimals)"
+        )
+    return eps
 
 
 def parse_target(ctx, param, value: str) -> str | int | None:
@@ -130,12 +150,17 @@ def format_table(record: dict) -> str:
 )
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--seed", default=0, show_default=True, type=int, help="Seeds random targets and random starts."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(-(2**63), 2**64 - 1),  # what torch.Generator takes
+    help="Seeds random targets and random starts.",
 )
 @device_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, allow_dash=True),
+    callback=not_empty,
     help="Also write the curve's JSON here ('-' for stdout instead of the table).",
 )
 @fail_cleanly
@@ -178,20 +203,22 @@ def attack_command(
         step_size=step_size, restarts=restarts, random_start=not no_random_start, split=split,
         limit=limit, batch_size=batch_size, seed=seed,
     )  # fmt: skip
-    bar = progress(len(epsilons), f"{attack} {norm}", "eps")
 
     def on_batch(i: int, done: int, total: int) -> None:
         bar.set_postfix_str(f"eps={epsilons[i]:g} {done}/{total}", refresh=False)
         if done == total:
             bar.update(1)
 
+    # The bar is opened inside the handler: an interrupt as it appears is handled too.
     try:
-        record = attack_run(run, settings, device=dev, progress=on_batch)
+        bar = progress(len(epsilons), f"{attack} {norm}", "eps")
+        try:
+            record = attack_run(run, settings, device=dev, progress=on_batch)
+        finally:
+            bar.close()
     except KeyboardInterrupt:
-        bar.close()
-        log("interrupted; nothing was written for this attack")
+        log(f"interrupted; no record was written for this attack: run the command again ({run})")
         sys.exit(130)
-    bar.close()
     if out == "-":
         click.echo(json.dumps(record, indent=2))
         return

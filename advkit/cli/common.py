@@ -20,12 +20,32 @@ class Failure(click.ClickException):
 
 
 def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
+    # torch appends its C++ stack to some messages; the user needs the first part only.
+    text = " ".join(str(e).split("\nException raised from")[0].split())
     return text or type(e).__name__
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation failure: a model or batch too large for this machine."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+def _overflow(e: BaseException) -> bool:
+    """A number too large for torch's sizes or dtypes (e.g. ``--num-classes 2**64``)."""
+    return isinstance(e, OverflowError) or (
+        isinstance(e, (RuntimeError, TypeError)) and "overflow" in str(e).lower()
+    )
+
+
 def fail_cleanly(func: Callable) -> Callable:
-    """Turn the library's ValueErrors (bad settings, missing runs, bad data) into exit 2."""
+    """Turn the library's ValueErrors (bad settings, missing runs, bad data), file
+    system errors, allocation failures and size overflows into one ``Error:`` line
+    and exit 2; any other exception is a bug and keeps its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,10 +53,28 @@ def fail_cleanly(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except click.ClickException:
             raise
-        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        except (ValueError, OSError) as e:  # OSError: a path that is a file, a full disk, ...
             raise Failure(one_line(e)) from None
+        except (MemoryError, RuntimeError, TypeError, OverflowError) as e:
+            if _out_of_memory(e):
+                raise Failure(f"not enough memory ({_first_line(e)})") from None
+            if _overflow(e):
+                raise Failure(f"a size or number is too large ({_first_line(e)})") from None
+            raise
 
     return wrapper
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(e).__name__
+
+
+def not_empty(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse ``--out ''`` (an unset shell variable): it would name the current directory."""
+    if value is not None and str(value) == "":
+        raise click.BadParameter("must not be empty")
+    return value
 
 
 def device_option(func: Callable) -> Callable:

@@ -9,7 +9,7 @@ import click
 from tqdm import tqdm
 
 from ..report import NORM_NAMES, build_report, fmt
-from .common import fail_cleanly, log, progress
+from .common import fail_cleanly, log, not_empty, progress
 
 
 class _Bar:
@@ -56,7 +56,8 @@ def _table(result: dict) -> list[str]:
 @click.option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(),
+    callback=not_empty,
     help="Directory to write index.html, summary.csv, summary.md and figures/ into.",
 )
 @click.option(
@@ -88,6 +89,7 @@ def report_command(run_dirs, out, eps_linf, eps_l2):
     advkit report runs/* --out report/
     advkit report runs/ --out report/ --eps-linf 0.1 --eps-l2 1.0
     """
+    out = Path(out)
     bar = _Bar()
     try:
         result = build_report(run_dirs, out, eps_linf=eps_linf, eps_l2=eps_l2, progress=bar)

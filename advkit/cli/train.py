@@ -12,7 +12,16 @@ import models
 
 from ..data import BUILTIN, TORCHVISION, is_dataset_name
 from ..train import OPTIMIZERS, SCHEDULES, Reporter, TrainConfig, TrainingDiverged, train
-from .common import Failure, device_option, fail_cleanly, log, one_line, pick_device, progress
+from .common import (
+    Failure,
+    device_option,
+    fail_cleanly,
+    log,
+    not_empty,
+    one_line,
+    pick_device,
+    progress,
+)
 
 
 class BarReporter(Reporter):
@@ -139,7 +148,7 @@ def _options(ctx, param, value: str | None) -> dict:
 @click.option(
     "--epochs", type=click.IntRange(min=1), help="Epochs [default: per model, see `advkit models`]."
 )
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 2**63 - 1))
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
@@ -149,11 +158,13 @@ def _options(ctx, param, value: str | None) -> dict:
     "--seed",
     default=0,
     show_default=True,
-    type=int,
+    type=click.IntRange(0, 2**32 - 1),  # scikit-learn's split takes no other seeds
     help="Seeds the split, the initialization and the shuffling.",
 )
 @device_option
-@click.option("--out", required=True, type=click.Path(), help="Run directory to write.")
+@click.option(
+    "--out", required=True, type=click.Path(), callback=not_empty, help="Run directory to write."
+)
 @click.option(
     "--resume", is_flag=True, help="Continue the run in --out from its last completed epoch."
 )
@@ -213,6 +224,14 @@ def train_command(
         summary = train(config, out, resume=resume, force=force, device=dev, reporter=BarReporter())
     except TrainingDiverged as e:
         raise Failure(one_line(e)) from None
+    except RuntimeError as e:
+        # torch cannot turn a huge --lr or --weight-decay into float32 (Adam divides the
+        # rate by 1 - beta1 first): the same failure as a diverging loss.
+        if "without overflow" not in str(e):
+            raise
+        raise Failure(
+            f"training overflowed float32 ({one_line(e)}); try a lower --lr or --weight-decay"
+        ) from None
     except KeyboardInterrupt:
         log(
             f"interrupted; the last completed epoch is saved: rerun with --resume to continue ({out})"

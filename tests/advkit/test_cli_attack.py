@@ -1,0 +1,309 @@
+"""``advkit attack`` through click's CliRunner, on a real (tiny) trained run."""
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from advkit import runs
+from advkit.cli import main
+from advkit.cli.attack import parse_epsilons
+from advkit.train import TrainConfig, train
+
+FAST = ["--limit", "40", "--steps", "3"]
+EPSILONS = {"linf": [0.0, 0.1, 0.2], "l2": [0.0, 0.5, 1.0]}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk and its CRC: the last 8 bytes of a whole PNG
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_digits):
+    """An MLP trained one epoch; tests attack copies of it."""
+    out = tmp_path_factory.mktemp("runs") / "mlp-adam"
+    train(TrainConfig(model="mlp", epochs=1), out, dataset=small_digits)
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A private copy of the trained run (attacks write into it)."""
+    return shutil.copytree(trained, tmp_path / "mlp-adam")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["attack", *map(str, args)])
+
+
+def is_whole_png(path):
+    data = path.read_bytes()
+    return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
+
+
+@pytest.mark.parametrize("target", [None, "random"], ids=["untargeted", "target-random"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("attack", ["pgd", "fgsm"])
+def test_attack_writes_the_record_and_the_figure_and_prints_the_table(run, attack, norm, target):
+    eps = ",".join(map(str, EPSILONS[norm]))
+    extra = [] if target is None else ["--target", target]
+    result = invoke(run, "--attack", attack, "--norm", norm, "--eps", eps, *extra, *FAST)
+    assert result.exit_code == 0, result.output
+    name = f"{attack}-{norm}-{'untargeted' if target is None else 'target-' + target}"
+    record = runs.read_json(run / "attacks" / f"{name}.json")
+    assert is_whole_png(run / "figures" / f"{name}.png")
+    assert (run / "attacks" / f"{name}.examples.safetensors").is_file()
+
+    settings, curve = record["settings"], record["curve"]
+    assert (record["name"], record["run"], record["model"]) == (name, "mlp-adam", "mlp")
+    assert (settings["attack"], settings["norm"], settings["target"]) == (attack, norm, target)
+    assert settings["epsilons"] == curve["epsilons"] == EPSILONS[norm]
+    assert settings["limit"] == 40 and curve["n_samples"] == 40 and curve["n_excluded"] == 0
+    assert settings["steps"] == (3 if attack == "pgd" else None)
+    assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
+    assert curve["accuracy"][0] == curve["clean_accuracy"]
+    for check, e in zip(curve["checks"][1:], EPSILONS[norm][1:], strict=True):
+        assert check["max_norm"] <= e + 1e-6 and check["nan_count"] == 0
+
+    # The table on stdout: a title line, a header, one row per eps with the record's numbers.
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"mlp-adam: {name}  (40 samples, clean accuracy")
+    assert lines[1].split()[:2] == ["eps", f"({'L-inf' if norm == 'linf' else 'L2'})"]
+    assert len(lines) == 2 + len(EPSILONS[norm])
+    for line, e, acc, rate in zip(
+        lines[2:], curve["epsilons"], curve["accuracy"], curve["success_rate"], strict=True
+    ):
+        cells = line.split()
+        assert float(cells[0]) == e and cells[1:3] == [f"{acc:.4f}", f"{rate:.4f}"]
+    # Progress and the list of written files go to stderr, never into the results.
+    assert "wrote" in result.stderr and "wrote" not in result.stdout
+    assert not list(run.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("0,0.1,0.2", [0.0, 0.1, 0.2]),
+        ("0:0.3:4", [0.0, 0.1, 0.2, 0.3]),
+        ("0:0.3:7", [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]),
+        (" 0.05 , 0.1,", [0.05, 0.1]),
+        ("0.25", [0.25]),
+        ("1e-1,2e-1", [0.1, 0.2]),
+    ],
+)
+def test_eps_lists_and_ranges_parse_to_the_budgets_given(value, expected):
+    assert parse_epsilons(None, None, value) == expected
+
+
+@pytest.mark.parametrize(
+    "eps, expected", [("0,0.1,0.2", [0.0, 0.1, 0.2]), ("0:0.3:4", [0.0, 0.1, 0.2, 0.3])]
+)
+def test_out_dash_prints_the_record_as_json(run, eps, expected):
+    result = invoke(run, "--eps", eps, "--out", "-", *FAST)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)  # stdout is the JSON and nothing else
+    assert record["settings"]["epsilons"] == record["curve"]["epsilons"] == expected
+    assert record == runs.read_json(run / "attacks" / "pgd-linf-untargeted.json")
+
+
+def test_out_file_gets_a_copy_of_the_record(run, tmp_path):
+    result = invoke(run, "--eps", "0,0.1", "--out", tmp_path / "curves" / "c.json", *FAST)
+    assert result.exit_code == 0, result.output
+    copy = runs.read_json(tmp_path / "curves" / "c.json")
+    assert copy == runs.read_json(run / "attacks" / "pgd-linf-untargeted.json")
+    assert result.stdout.startswith("mlp-adam: pgd-linf-untargeted")
+
+
+def test_a_class_target_leaves_that_class_out_and_says_how_many(run, digits):
+    result = invoke(run, "--target", "3", "--eps", "0,0.1", *FAST)
+    assert result.exit_code == 0, result.output
+    left_out = int((digits.y_test[:40] == 3).sum())
+    assert left_out > 0
+    record = runs.read_json(run / "attacks" / "pgd-linf-target-3.json")
+    assert record["settings"]["target"] == 3
+    assert record["curve"]["n_excluded"] == left_out
+    assert record["curve"]["n_samples"] == 40 - left_out
+    assert result.stdout.splitlines()[-1] == f"({left_out} samples of class 3 left out)"
+    # Every sample of the gallery is pushed to class 3 and none of them is a 3.
+    examples = load_file(str(run / "attacks" / "pgd-linf-target-3.examples.safetensors"))
+    assert (examples["target"] == 3).all() and (examples["y"] != 3).all()
+
+
+def test_a_target_equal_to_every_label_leaves_nothing_to_attack(run, digits):
+    label = int(digits.y_test[0])
+    result = invoke(run, "--target", label, "--limit", "1", "--eps", "0,0.1")
+    assert_one_error_line(result, "leaves no sample")
+    assert not (run / "attacks").exists()
+
+
+def test_help_names_every_option():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for word in ("--attack", "--norm", "--eps", "--target", "--limit", "--steps", "--out", "RUN"):
+        assert word in result.stdout
+
+
+def assert_one_error_line(result, message):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+# --- bad runs: every one is refused before anything is written -----------------------
+
+
+class Exploit:
+    """Unpickling this creates ``marker``: proof that a pickle was executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _weights(run, payload):
+    (run / "model.safetensors").write_bytes(payload)
+
+
+def _foreign_tensors(run):
+    save_file({"w": torch.zeros(3)}, str(run / "model.safetensors"))
+
+
+def _reshaped_tensors(run):
+    state = load_file(str(run / "model.safetensors"))
+    state["head.weight"] = torch.zeros(3, 7)
+    save_file(state, str(run / "model.safetensors"))
+
+
+def _config(run, text):
+    (run / "config.json").write_text(text)
+
+
+def _model_entry(run, model):
+    config = runs.read_json(run / "config.json")
+    runs.write_json(run / "config.json", {**config, "model": model})
+
+
+BAD_RUNS = {
+    "missing-dir": (lambda run: shutil.rmtree(run), "does not exist"),
+    "not-a-run": (lambda run: (run / "config.json").unlink(), "config.json does not exist"),
+    "corrupt-config": (lambda run: _config(run, '{"model": {'), "is not valid JSON"),
+    "config-not-an-object": (lambda run: _config(run, "[1, 2]"), "is not a run config"),
+    "config-without-model": (lambda run: _model_entry(run, {}), "no valid 'model' entry"),
+    "config-unknown-model": (
+        lambda run: _model_entry(
+            run, {"name": "resnet", "input_shape": [1, 8, 8], "num_classes": 10}
+        ),
+        "resnet",
+    ),
+    "missing-weights": (
+        lambda run: (run / "model.safetensors").unlink(),
+        "model.safetensors does not exist",
+    ),
+    "not-safetensors": (
+        lambda run: _weights(run, b"these are not weights"),
+        "not a valid safetensors file",
+    ),
+    "empty-weights": (lambda run: _weights(run, b""), "not a valid safetensors file"),
+    "truncated-weights": (
+        lambda run: _weights(run, (run / "model.safetensors").read_bytes()[:1000]),
+        "not a valid safetensors file",
+    ),
+    "foreign-tensors": (_foreign_tensors, "does not match the model"),
+    "reshaped-tensors": (_reshaped_tensors, "does not match the model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_a_bad_run_is_one_error_line_and_exit_2(run, case):
+    damage, message = BAD_RUNS[case]
+    damage(run)
+    result = invoke(run, "--eps", "0,0.1", *FAST)
+    assert_one_error_line(result, message)
+    assert not (run / "attacks").exists() and not (run / "figures").exists()
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_a_pickle_posing_as_weights_is_never_executed(run, tmp_path, how):
+    marker = tmp_path / "pickle-was-executed"
+    if how == "pickle":
+        (run / "model.safetensors").write_bytes(pickle.dumps({"w": Exploit(marker)}))
+    else:
+        torch.save({"w": Exploit(marker)}, run / "model.safetensors")
+    result = invoke(run, "--eps", "0,0.1", *FAST)
+    assert_one_error_line(result, "not a valid safetensors file")
+    assert not marker.exists()
+    assert not (run / "attacks").exists()
+
+
+# --- bad options -----------------------------------------------------------------
+
+BAD_OPTIONS = [
+    (["--eps", "abc"], "--eps"),
+    (["--eps", "0,0.1,x"], "--eps"),
+    (["--eps", "0;0.1"], "--eps"),
+    (["--eps", ""], "--eps"),
+    (["--eps", ","], "--eps"),
+    (["--eps", "-0.1"], "--eps"),
+    (["--eps", "0,-0.1"], "--eps"),
+    (["--eps", "0.2,0.1"], "--eps"),
+    (["--eps", "0,0.1,0.1"], "--eps"),
+    (["--eps", "nan"], "--eps"),
+    (["--eps", "0,NaN"], "--eps"),
+    (["--eps", "inf"], "--eps"),
+    (["--eps", "0,-inf"], "--eps"),
+    (["--eps", "1e400"], "--eps"),
+    (["--eps", "0:0.3:1"], "--eps"),
+    (["--eps", "0:0.3:0"], "--eps"),
+    (["--eps", "0:0.3:-2"], "--eps"),
+    (["--eps", "0.3:0:4"], "--eps"),
+    (["--eps", "0:0.3"], "--eps"),
+    (["--eps", "0:0.3:4:5"], "--eps"),
+    (["--eps", "0:nan:3"], "--eps"),
+    (["--eps", "0:inf:3"], "--eps"),
+    (["--eps", "0:0.3:2.5"], "--eps"),
+    (["--eps", "0:0.3:1000000000"], "--eps"),  # would build a list of 10^9 floats
+    (["--eps", "0,1e30"], "epsilons must be at most"),  # overflows float32 norms
+    (["--step-size", "1e30"], "step_size must be at most"),
+    (["--step-size", "0"], "--step-size"),
+    (["--step-size", "-1"], "--step-size"),
+    (["--step-size", "nan"], "step_size"),
+    (["--target", "10"], "class index < K=10"),
+    (["--target", "1000000000000000000000000"], "target"),
+    (["--target", "-1"], "--target"),
+    (["--target", "3.5"], "--target"),
+    (["--target", "everyone"], "--target"),
+    (["--limit", "0"], "--limit"),
+    (["--limit", "-5"], "--limit"),
+    (["--steps", "0"], "--steps"),
+    (["--steps", "many"], "--steps"),
+    (["--restarts", "0"], "--restarts"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--seed", "x"], "--seed"),
+    (["--seed", str(2**64)], "--seed"),
+    (["--norm", "l1"], "--norm"),
+    (["--norm", "LINF"], "--norm"),
+    (["--loss", "hinge"], "--loss"),
+    (["--attack", "cw"], "--attack"),
+    (["--split", "train"], "--split"),
+    (["--device", "tpu"], "--device"),
+    (["--frobnicate"], "No such option"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, message", BAD_OPTIONS, ids=[" ".join(a) or "empty" for a, _ in BAD_OPTIONS]
+)
+def test_a_bad_option_is_one_error_line_and_exit_2(trained, args, message):
+    result = invoke(trained, "--eps", "0,0.1", *FAST, *args)
+    assert_one_error_line(result, message)
+    assert not (trained / "attacks").exists()
+
+
+def test_a_missing_run_argument_is_one_error_line():
+    assert_one_error_line(invoke(), "Missing argument 'RUN'")
