@@ -387,6 +387,11 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
             reporter.batch_end(value, batch_correct / len(yb))
         scheduler.step()
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, 512)
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(
+                f"validation loss became {val_loss} at epoch {epoch + 1}; "
+                f"{out} keeps the last good checkpoint (epoch {epoch}); try a lower --lr"
+            )
         seconds += time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,

@@ -78,6 +78,10 @@ def check_x(x: object) -> torch.Tensor:
 def check_clip(clip: object, x: torch.Tensor) -> tuple[float, float] | None:
     """Return `clip` as floats; raise if it is malformed or `x` lies outside it."""
     if clip is None:
+        if x.numel():
+            x_min, x_max = (v.item() for v in torch.aminmax(x))  # NaN and inf show up here
+            if not (math.isfinite(x_min) and math.isfinite(x_max)):
+                raise ValueError(f"x must hold finite values, got values in [{x_min}, {x_max}]")
         return None
     if (
         not isinstance(clip, (tuple, list))
@@ -107,22 +111,31 @@ def check_eps(eps: object, x: torch.Tensor) -> torch.Tensor:
     finite and >= 0.
     """
     n = x.shape[0]
+    # Larger budgets overflow the squared L2 norms and step sizes in x's dtype;
+    # any budget past the input's range acts the same anyway.
+    largest = math.sqrt(torch.finfo(x.dtype).max) / 8
     if isinstance(eps, torch.Tensor):
         if eps.ndim > 1 or (eps.ndim == 1 and eps.shape[0] != n) or eps.is_complex():
             raise ValueError(
                 f"eps must be a number or a tensor of shape () or ({n},), "
                 f"got shape {tuple(eps.shape)}"
             )
-        values = eps.detach().to(device=x.device, dtype=x.dtype)
+        values = eps.detach().to(device=x.device, dtype=torch.float64)
         bad = ~torch.isfinite(values) | (values < 0)
         if bad.any():
             first = values[bad].flatten()[0].item()
             raise ValueError(f"eps must be finite and >= 0 for every sample, got {first!r}")
-        return values.expand(n).clone()
+        if values.numel() and values.max().item() > largest:
+            raise ValueError(
+                f"eps must be at most {largest:.3g} for {x.dtype} inputs, got {values.max().item()!r}"
+            )
+        return values.to(x.dtype).expand(n).clone()
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise ValueError(f"eps must be a finite number >= 0 or a tensor, got {eps!r}")
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if eps > largest:
+        raise ValueError(f"eps must be at most {largest:.3g} for {x.dtype} inputs, got {eps!r}")
     return torch.full((n,), float(eps), dtype=x.dtype, device=x.device)
 
 

@@ -282,12 +282,6 @@ def test_a_loss_that_diverges_later_keeps_the_completed_epochs(tmp_path, digits)
     assert _no_temporary_files(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="advkit/train.py checks only the training loss: a non-finite validation loss "
-    "saves the epoch's weights and checkpoint, then fails writing metrics.jsonl (and every "
-    "--resume fails the same way)",
-)
 def test_a_non_finite_validation_loss_stops_like_a_diverging_loss(
     tmp_path, small_digits, monkeypatch
 ):
@@ -365,36 +359,22 @@ def test_attacks_refuse_bad_data(net, case, attack):
         getattr(attacks, attack)(net, x, y, 0.1, **kw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attacks/_checks.check_clip returns at once for clip=None: NaN and infinite "
-    "inputs are attacked and give NaN results (robustness_curve checks them itself)",
-)
 @pytest.mark.parametrize("attack", ["pgd", "fgsm"])
 def test_attacks_refuse_non_finite_inputs_without_clip(net, attack):
     with pytest.raises(ValueError, match="x"):
         getattr(attacks, attack)(net, _with(math.nan), Y, 0.1, clip=None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attacks: an L2 budget near the float32 maximum (3e38) overflows the step "
-    "(2.5 * eps / steps, the norms) and returns NaN inputs; robustness_curve refuses "
-    "budgets above 2.3e18",
-)
 @pytest.mark.parametrize("attack", ["pgd", "fgsm"])
-def test_a_huge_finite_l2_budget_gives_no_nan(net, attack):
+def test_a_huge_finite_l2_budget_is_refused_not_turned_into_nan(net, attack):
+    # Budgets this large overflow float32 norms; the attack says so instead of returning NaN.
     x = torch.full_like(X, 0.5)
-    x_adv = getattr(attacks, attack)(net, x, Y, 3e38, norm="l2")
+    with pytest.raises(ValueError, match="eps must be at most"):
+        getattr(attacks, attack)(net, x, Y, 3e38, norm="l2")
+    x_adv = getattr(attacks, attack)(net, x, Y, 1e6, norm="l2")
     assert not x_adv.isnan().any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="attacks/_checks.check_eps: a float eps beyond float32 (1e39) fails in torch.full "
-    "with a RuntimeError, not the ValueError naming eps that DESIGN.md promises",
-)
 @pytest.mark.parametrize("attack", ["pgd", "fgsm"])
 def test_an_eps_beyond_float32_is_a_value_error(net, attack):
     with pytest.raises(ValueError, match="eps"):
@@ -624,18 +604,6 @@ def on_disk(path):
     return lambda text: path.exists()
 
 
-def later(ready, seconds):
-    """True ``seconds`` after ``ready`` first was."""
-    since = []
-
-    def check(text):
-        if not since and ready(text):
-            since.append(time.monotonic())
-        return bool(since) and time.monotonic() - since[0] >= seconds
-
-    return check
-
-
 def at_progress(label, percent):
     """True once the ``label`` progress bar shows at least ``percent``."""
     pattern = re.compile(re.escape(label) + r":\s+(\d+)%")
@@ -675,12 +643,36 @@ def assert_only_complete_files(directory, *, killed):
 
 ATTACK = ["--steps", "30", "--eps", "0:0.3:7"]
 EXAMPLES = "attacks/pgd-linf-untargeted.examples.safetensors"  # the first file the attack writes
+# Python exits through SIGINT itself when it believes a KeyboardInterrupt went unhandled
+# (an extension module ran code when it landed): a shell shows 130 either way.
+INTERRUPTED = (130, -signal.SIGINT)
+
+
+def assert_interrupted_cleanly(code, terminal, sig):
+    """SIGINT: status 130 and one line, no traceback; SIGKILL: killed. Status 0 only when
+    the command had finished before the signal landed, or when CPython swallowed it.
+
+    CPython ignores a KeyboardInterrupt that lands in importlib's module-lock callback
+    at the end of a first import: it prints "Exception ignored in: <function
+    _get_module_lock...>" with a traceback, and the command carries on and finishes.
+    Not ours to fix; the files must be complete all the same.
+    """
+    swallowed = "Exception ignored in: <function _get_module_lock" in terminal
+    if not swallowed:
+        assert "Traceback" not in terminal, terminal
+    if code == 0:
+        return
+    if sig == signal.SIGINT:
+        assert code in INTERRUPTED, terminal
+        assert len(messages(terminal)) == 1, messages(terminal)
+    else:
+        assert code == -signal.SIGKILL, terminal
 
 
 @pytest.mark.parametrize(
     "sig, when",
     [
-        (signal.SIGINT, "attacking"),  # soon after the progress bar appears
+        (signal.SIGINT, "attacking"),  # while PGD attacks the first budget
         (signal.SIGINT, "writing"),  # the curve done: the figure and the record being written
         (signal.SIGKILL, "writing"),
     ],
@@ -689,17 +681,14 @@ EXAMPLES = "attacks/pgd-linf-untargeted.examples.safetensors"  # the first file 
 def test_an_interrupted_attack_leaves_only_complete_files(trained, tmp_path, sig, when):
     run = shutil.copytree(trained, tmp_path / "run")
     if when == "attacking":
-        ready = later(at_progress("pgd linf", 0), 0.3)
+        # 1 of 7 budgets done (eps 0: the clean pass): data loaded, PGD running.
+        ready = at_progress("pgd linf", 14)
     else:
         ready = on_disk(run / EXAMPLES)
     code, terminal = run_and_signal(["attack", run, *ATTACK], ready, sig, tmp_path)
-    late = when == "writing" and code == 0  # it finished before the signal landed
-    assert "Traceback" not in terminal, terminal
-    if sig == signal.SIGINT and not late:
-        assert code == 130, terminal
-        assert len(messages(terminal)) == 1, messages(terminal)
-    if sig == signal.SIGKILL and not late:
-        assert code == -signal.SIGKILL
+    assert_interrupted_cleanly(code, terminal, sig)
+    if when == "attacking" and "Exception ignored" not in terminal:
+        assert code in INTERRUPTED and not (run / "attacks" / "pgd-linf-untargeted.json").exists()
     assert_only_complete_files(run, killed=sig == signal.SIGKILL)
     # The record comes last: when it is there, so are its examples and figure.
     record = run / "attacks" / "pgd-linf-untargeted.json"
@@ -723,12 +712,7 @@ def test_an_interrupted_report_leaves_only_complete_files(attacked, tmp_path, si
     code, terminal = run_and_signal(
         ["report", attacked, "--out", out], at_progress("report", percent), sig, tmp_path
     )
-    assert "Traceback" not in terminal, terminal
-    if sig == signal.SIGINT and code != 0:
-        assert code == 130, terminal
-        assert len(messages(terminal)) == 1, messages(terminal)
-    elif sig == signal.SIGKILL:
-        assert code in (0, -signal.SIGKILL)
+    assert_interrupted_cleanly(code, terminal, sig)
     if out.exists():
         assert_only_complete_files(out, killed=sig == signal.SIGKILL)
     if code != 0:
