@@ -55,7 +55,7 @@ RECIPES: dict[str, dict] = {
     "adam": {"lr": 1e-3, "schedule": "cosine", "warmup_epochs": 1},
 }
 # Epochs per model: the models' recommended ones; --quick uses fewer and attacks fewer samples.
-QUICK_EPOCHS = {"mlp": 10, "bncnn": 4, "attention": 8}
+QUICK_EPOCHS = {"mlp": 8, "bncnn": 3, "attention": 6}
 
 # Every attack setting of the course: attack x norm x (untargeted, random target).
 ATTACK_SETTINGS = [
@@ -198,7 +198,10 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
                 result = f.result()  # a failed job stops the pipeline with its error
                 bar.update(1)
                 if kind == "train":
-                    bar.write(f"trained {out.name}: test accuracy {result['test_accuracy']:.4f}")
+                    bar.write(
+                        f"trained {out.name}: test accuracy {result['test_accuracy']:.4f}",
+                        file=sys.stderr,
+                    )
                     submit_attacks(out)
                 else:
                     acc = result["curve"]["accuracy"]
@@ -274,7 +277,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    help="Attack only the first N test samples [default: all, quick 150].",
+    help="Attack only the first N test samples [default: all, quick 100].",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
@@ -324,7 +327,7 @@ def main(
         optimizers=chosen_opts,
         quick=quick,
         steps=steps or (5 if quick else 10),
-        limit=limit or (150 if quick else None),
+        limit=limit or (100 if quick else None),
         seed=seed,
     )
     result = run_pipeline(plan, None if no_report else Path(report_dir), dev, workers)
