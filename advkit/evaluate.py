@@ -22,14 +22,13 @@ from torch import nn
 
 import attacks
 from attacks import eval_mode, norms
+from attacks._checks import check_clip
 
 ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": attacks.fgsm, "pgd": attacks.pgd}
 TARGETS = ("random", "least-likely")
 
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
-# Inputs may sit this far outside `clip`, as the attacks allow (float rounding).
-CLIP_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -306,27 +305,7 @@ def _check_inputs(x: torch.Tensor, clip: object) -> None:
     Checked here, not only by the attack, because eps 0 (and samples the curve
     never attacks) would otherwise turn NaN or out-of-range inputs into numbers.
     """
-    if clip is not None and not (
-        isinstance(clip, (tuple, list))
-        and len(clip) == 2
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in clip)
-        and clip[0] < clip[1]
-    ):
-        raise ValueError(
-            f"clip must be None or a pair (low, high) of finite low < high, got {clip!r}"
-        )
-    # aminmax allocates nothing the size of x (isfinite would: a mask per value),
-    # and NaN or infinity anywhere shows up in its result.
-    low, high = (v.item() for v in torch.aminmax(x.detach()))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"x must hold finite values, got {bad} NaN or infinite values")
-    if clip is not None:
-        if low < clip[0] - CLIP_TOLERANCE or high > clip[1] + CLIP_TOLERANCE:
-            raise ValueError(
-                f"x must lie inside clip={tuple(clip)!r} (up to {CLIP_TOLERANCE}), "
-                f"got values in [{low}, {high}]"
-            )
+    check_clip(clip, x)
 
 
 def _clean_pass(
