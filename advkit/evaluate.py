@@ -22,7 +22,7 @@ from torch import nn
 
 import attacks
 from attacks import eval_mode, norms
-from attacks._checks import check_clip
+from attacks.checks import check_clip
 
 ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": attacks.fgsm, "pgd": attacks.pgd}
 TARGETS = ("random", "least-likely")

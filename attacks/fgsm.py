@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks import _checks, losses, norms
+from attacks import checks, losses, norms
+from attacks.runtime import attack_mode
 
 
 def fgsm(
@@ -44,21 +45,11 @@ def fgsm(
     Shape:
         x `(N, ...)`, y `(N,)`, target `(N,)` -> `(N, ...)`.
     """
-    x = _checks.check_x(x).detach()
-    y = _checks.check_labels("y", y, x)
-    if target is not None:
-        target = _checks.check_labels("target", target, x)
-    eps = _checks.check_eps(eps, x)
-    _checks.check_choice("norm", norm, norms.NORMS)
-    _checks.check_choice("loss", loss, losses.LOSSES)
-    clip = _checks.check_clip(clip, x)
-    _checks.check_target(target, y)
-    if not eps.any():
-        return x.clone()
-
-    with _checks.attack_mode(model), torch.enable_grad():
-        point = x.detach().requires_grad_(True)  # a new leaf; the caller's `x` is not touched
-        logits = model(point)
-        _checks.check_logits(logits, y, target)
-        (grad,) = torch.autograd.grad(losses.total(logits, y, target, loss), point)
-    return norms.step(x, x, grad, eps, eps, norm, clip).detach().to(x.dtype)
+    p = checks.prepare(x, y, eps, norm=norm, target=target, loss=loss, clip=clip)
+    if not p.eps.any():
+        return p.original.clone()
+    with attack_mode(model), torch.enable_grad():
+        point = p.x.clone().requires_grad_(True)  # a new leaf; the caller's `x` is not touched
+        logits = p.logits(model, point, check=True)
+        (grad,) = torch.autograd.grad(losses.total(logits, p.y, p.target, p.loss), point)
+    return p.finish(norms.ball(p.x, p.eps, p.norm, p.clip).step(p.x, grad, p.eps))

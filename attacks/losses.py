@@ -88,5 +88,15 @@ def succeeded(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     Shape:
         logits `(N, K)`, y `(N,)`, target `(N,)` or None -> bool `(N,)`.
     """
-    prediction = logits.argmax(dim=1)
+    return prediction_succeeded(logits.argmax(dim=1), y, target)
+
+
+def prediction_succeeded(
+    prediction: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+) -> torch.Tensor:
+    """`succeeded` from the predicted classes: the one rule of success.
+
+    Shape:
+        prediction `(N,)`, y `(N,)`, target `(N,)` or None -> bool `(N,)`.
+    """
     return prediction != y if target is None else prediction == target

@@ -4,7 +4,7 @@ Everything here works per sample: a batch `(N, ...)` is treated as `N` vectors
 `x.flatten(1)`, so results never depend on the batch size and flat `(N, D)`
 inputs work as well as images. Budgets `eps` are `(N,)` tensors.
 
-FGSM is one call to `step`; PGD is `random_start` followed by repeated steps
+FGSM is one step of a `ball`; PGD is `random_start` followed by repeated steps
 of a `ball` built once per attack (`LinfBall.step`, `L2Ball.step`: the same step,
 with the work that is the same at every step done up front).
 """
@@ -35,65 +35,6 @@ def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.linalg.vector_norm(flat, dim=1)
 
 
-def direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    """The steepest-ascent direction of unit norm for a gradient.
-
-    L-inf: `sign(grad)`; L2: `grad / ||grad||_2`, per sample. A zero gradient
-    gives a zero direction rather than NaN.
-
-    Shape:
-        grad `(N, ...)` -> `(N, ...)`.
-    """
-    if norm == "linf":
-        return grad.sign()
-    length = norm_of(grad, "l2").clamp_min(torch.finfo(grad.dtype).tiny)
-    return grad / _per_sample(length, grad)
-
-
-def project(delta: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
-    """Project each sample's perturbation onto its ball `||delta||_p <= eps`.
-
-    L-inf clamps every coordinate into `[-eps, eps]`; L2 scales a perturbation
-    that is too long back onto the sphere and leaves shorter ones alone.
-
-    Shape:
-        delta `(N, ...)`, eps `(N,)` -> `(N, ...)`.
-    """
-    if norm == "linf":
-        bound = _per_sample(eps, delta)
-        return torch.maximum(torch.minimum(delta, bound), -bound)
-    length = norm_of(delta, "l2").clamp_min(torch.finfo(delta.dtype).tiny)
-    scale = (eps / length).clamp(max=1.0)
-    return delta * _per_sample(scale, delta)
-
-
-def clip_to(x: torch.Tensor, clip: tuple[float, float] | None) -> torch.Tensor:
-    """Clamp into the valid input box `clip`, or return `x` when it is None."""
-    return x if clip is None else x.clamp(clip[0], clip[1])
-
-
-def step(
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    grad: torch.Tensor,
-    step_size: torch.Tensor,
-    eps: torch.Tensor,
-    norm: str,
-    clip: tuple[float, float] | None,
-) -> torch.Tensor:
-    """One ascent step from `x_adv`, projected onto the eps-ball around `x`, then clipped.
-
-    `x_adv + step_size * direction(grad)`, then `project` and `clip_to`.
-    Clipping after the projection keeps the result inside the ball: for both
-    norms, moving coordinates toward the box (which holds `x`) never makes the
-    perturbation longer. The same as `ball(x, eps, norm, clip).step(...)`.
-
-    Shape:
-        x, x_adv, grad `(N, ...)`; step_size, eps `(N,)` -> `(N, ...)`.
-    """
-    return ball(x, eps, norm, clip).step(x_adv, grad, step_size)
-
-
 def _like(point: torch.Tensor) -> torch.Tensor:
     """An empty tensor with `point`'s strides, to write a step's result into.
 
@@ -118,7 +59,7 @@ class LinfBall(NamedTuple):
     low: torch.Tensor
     high: torch.Tensor
 
-    def select(self, index: torch.Tensor) -> LinfBall:
+    def select(self, index: torch.Tensor | slice) -> LinfBall:
         """The balls of the samples `index` (indices or a boolean mask)."""
         return LinfBall(self.low[index], self.high[index])
 
@@ -138,7 +79,7 @@ class L2Ball(NamedTuple):
     eps: torch.Tensor
     clip: tuple[float, float] | None
 
-    def select(self, index: torch.Tensor) -> L2Ball:
+    def select(self, index: torch.Tensor | slice) -> L2Ball:
         """The balls of the samples `index` (indices or a boolean mask)."""
         return L2Ball(self.x[index], self.eps[index], self.clip)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
-from attacks import _checks, losses, norms
+from attacks import checks, losses, norms
+from attacks.runtime import attack_mode
 
 
 def pgd(
@@ -30,7 +29,7 @@ def pgd(
     """Projected Gradient Descent, Madry et al. 2018 (https://arxiv.org/abs/1706.06083).
 
     From a random point of the eps-ball (or from `x`), take `steps` gradient
-    steps (`norms.step`, the same step as FGSM), each projected back onto the
+    steps (`Ball.step`, the same step as FGSM), each projected back onto the
     ball and clipped. Each step costs one forward and one backward pass with
     respect to the input. The model runs in eval mode and is left exactly as it
     was found; randomness comes only from `generator`.
@@ -69,110 +68,123 @@ def pgd(
     Shape:
         x `(N, ...)`, y `(N,)`, target `(N,)` -> `(N, ...)`.
     """
-    x = _checks.check_x(x).detach()
-    y = _checks.check_labels("y", y, x)
-    if target is not None:
-        target = _checks.check_labels("target", target, x)
-    eps = _checks.check_eps(eps, x)
-    _checks.check_choice("norm", norm, norms.NORMS)
-    _checks.check_choice("loss", loss, losses.LOSSES)
-    _checks.check_count("steps", steps)
-    _checks.check_count("restarts", restarts)
+    p = checks.prepare(x, y, eps, norm=norm, target=target, loss=loss, clip=clip)
+    checks.check_count("steps", steps)
+    checks.check_count("restarts", restarts)
     if step_size is None:
-        size = 2.5 * eps / steps
+        size = 2.5 * p.eps / steps
     else:
-        size = torch.full_like(eps, _checks.check_step_size(step_size))
-    clip = _checks.check_clip(clip, x)
-    _checks.check_target(target, y)
-    if not eps.any():
-        return x.clone()
+        size = torch.full_like(p.eps, checks.check_step_size(step_size))
+    if not p.eps.any():
+        return p.original.clone()
     if generator is None:
-        generator = torch.Generator(device=x.device).manual_seed(0)
-
-    def start() -> torch.Tensor:
-        # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
-        return norms.random_start(x, eps, norm, clip, generator) if random_start else x
-
-    ball = norms.ball(x, eps, norm, clip)
-    ascend = functools.partial(
-        _ascend, model, steps=steps, loss=loss, early_stop=early_stop, evaluate=restarts > 1
-    )
-    with _checks.attack_mode(model), torch.enable_grad():
-        # Best point per sample over restarts: a success first, else the highest objective.
-        best, best_success, best_value = ascend(ball, start(), y, target, size)
-        for _ in range(restarts - 1):
-            if best_success.all():
+        generator = torch.Generator(device=p.x.device).manual_seed(0)
+    ball = norms.ball(p.x, p.eps, p.norm, p.clip)
+    best = _Best(p.x)
+    with attack_mode(model), torch.enable_grad():
+        for _ in range(restarts):
+            # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
+            start = norms.random_start(p.x, p.eps, norm, p.clip, generator) if random_start else p.x
+            todo = best.todo()
+            point = start[todo]
+            live = _Live(p.select(todo), ball.select(todo), size[todo], point)
+            for i in range(steps):  # the Madry loop: FGSM step, project, repeat
+                live.gradient(model, check=i == 0)
+                if early_stop and not live.retire_successes():
+                    break
+                live.point = live.ball.step(live.point, live.grad, live.size)
+            best.keep(todo, *live.finish(model, evaluate=restarts > 1))
+            if best.success.all():
                 break
-            todo = (~best_success).nonzero().squeeze(1)  # samples not fooled yet
-            x_adv, success, value = ascend(
-                ball.select(todo),
-                start()[todo],
-                y[todo],
-                None if target is None else target[todo],
-                size[todo],
-            )
-            # `todo` holds no success yet, so a success always wins.
-            better = success | (value >= best_value[todo])
-            keep = todo[better]
-            best[keep] = x_adv[better]
-            best_success[keep] = success[better]
-            best_value[keep] = value[better]
     # The budget, enforced on the way out (every point is inside already: it stays bit for bit).
-    return ball.project(best).detach().to(x.dtype)
+    return p.finish(ball.project(best.x))
 
 
-def _ascend(
-    model: nn.Module,
-    ball: norms.Ball,
-    start: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    size: torch.Tensor,
-    *,
-    steps: int,
-    loss: str,
-    early_stop: bool,
-    evaluate: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run one PGD restart from `start`, a point of `ball`, with steps of length `size`.
+class _Best:
+    """Each sample's best point over restarts: a success first, else the highest objective."""
 
-    Returns the final points, and whether each succeeded and its objective
-    (-inf where not evaluated). Samples stopped early succeeded; for the
-    others, both cost one more forward pass, made only when `evaluate` (to
-    compare restarts, where a success always wins, whatever its objective).
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x.clone()
+        self.success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.value = torch.full((len(x),), float("-inf"), dtype=x.dtype, device=x.device)
+
+    def todo(self) -> slice | torch.Tensor:
+        """The samples worth another restart: those not fooled yet (a view when all are)."""
+        return slice(None) if not self.success.any() else (~self.success).nonzero().squeeze(1)
+
+    def keep(
+        self,
+        todo: slice | torch.Tensor,
+        x: torch.Tensor,
+        success: torch.Tensor,
+        value: torch.Tensor,
+    ) -> None:
+        """Take a restart's results where they beat the best so far."""
+        # `todo` holds no success yet, so a success always wins.
+        better = success | (value >= self.value[todo])
+        rows = torch.arange(len(self.x), device=self.x.device)[todo][better]
+        self.x[rows], self.success[rows], self.value[rows] = (
+            x[better],
+            success[better],
+            value[better],
+        )
+
+
+class _Live:
+    """One PGD run's samples that are still being stepped, and what the stopped ones reached.
 
     The whole batch is stepped without any indexing until some sample stops
-    early; then its result is stored and the tensors of the samples still
-    live (`rows` of the outputs) are compacted, once per step that stops some.
+    early; then its point is stored and the live tensors are compacted, once
+    per step that stops some.
     """
-    x_adv = torch.empty_like(start)
-    success = torch.zeros_like(y, dtype=torch.bool)
-    value = torch.full(y.shape, float("-inf"), dtype=start.dtype, device=start.device)
-    rows = torch.arange(len(y), device=y.device)
-    point = start
-    for i in range(steps):
-        point = point.detach().requires_grad_(True)
-        logits = model(point)
-        if i == 0:
-            _checks.check_logits(logits, y, target)
-        (grad,) = torch.autograd.grad(losses.total(logits, y, target, loss), point)
-        point = point.detach()
-        if early_stop:
-            # The logits of this step's forward already tell which points succeed.
-            done = losses.succeeded(logits.detach(), y, target)
-            if done.any():
-                stopped, live = rows[done], ~done
-                x_adv[stopped], success[stopped] = point[done], True
-                rows, point, grad = rows[live], point[live], grad[live]
-                y, size, ball = y[live], size[live], ball.select(live)
-                target = None if target is None else target[live]
-                if not len(rows):
-                    break
-        point = ball.step(point, grad, size)
-    x_adv[rows] = point
-    if evaluate and len(rows):
-        with torch.no_grad():
-            logits = model(point)
-            success[rows] = losses.succeeded(logits, y, target)
-            value[rows] = losses.objective(logits, y, target, loss)
-    return x_adv, success, value
+
+    def __init__(
+        self, p: checks.Problem, ball: norms.Ball, size: torch.Tensor, point: torch.Tensor
+    ):
+        self.p, self.ball, self.size, self.point = p, ball, size, point
+        self.rows = torch.arange(len(point), device=point.device)
+        self.x_adv = torch.empty_like(point)
+        self.success = torch.zeros(len(point), dtype=torch.bool, device=point.device)
+        self.value = torch.full(
+            (len(point),), float("-inf"), dtype=point.dtype, device=point.device
+        )
+
+    def gradient(self, model: nn.Module, check: bool) -> None:
+        """The objective's gradient at the live points (one forward and one backward pass)."""
+        point = self.point.detach().requires_grad_(True)
+        self.logits = self.p.logits(model, point, check=check)
+        objective = losses.total(self.logits, self.p.y, self.p.target, self.p.loss)
+        (self.grad,) = torch.autograd.grad(objective, point)
+        self.point = point.detach()
+
+    def retire_successes(self) -> bool:
+        """Stop the samples this step's logits show fooled; False when none is left."""
+        done = losses.succeeded(self.logits.detach(), self.p.y, self.p.target)
+        if done.any():
+            live = ~done
+            self.x_adv[self.rows[done]], self.success[self.rows[done]] = self.point[done], True
+            self.rows, self.point, self.grad = self.rows[live], self.point[live], self.grad[live]
+            self.p, self.ball, self.size = (
+                self.p.select(live),
+                self.ball.select(live),
+                self.size[live],
+            )
+        return bool(len(self.rows))
+
+    def finish(
+        self, model: nn.Module, evaluate: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Final points, whether each succeeded, and its objective (-inf where not evaluated).
+
+        For samples not stopped early, success and objective cost one more
+        forward pass, made only when `evaluate` (to compare restarts).
+        """
+        self.x_adv[self.rows] = self.point
+        if evaluate and len(self.rows):
+            with torch.no_grad():
+                logits = self.p.logits(model, self.point)
+                self.success[self.rows] = losses.succeeded(logits, self.p.y, self.p.target)
+                self.value[self.rows] = losses.objective(
+                    logits, self.p.y, self.p.target, self.p.loss
+                )
+        return self.x_adv, self.success, self.value

@@ -10,41 +10,43 @@ def test_norm_of_is_per_sample_over_all_but_the_first_dimension():
     assert torch.equal(norms.norm_of(delta, "linf"), torch.tensor([4.0, 0.0]))
 
 
-def test_direction_linf_is_the_sign_and_l2_has_unit_length_per_sample():
-    grad = torch.tensor([[3.0, -4.0], [0.0, 0.5]])
-    assert torch.equal(norms.direction(grad, "linf"), torch.tensor([[1.0, -1.0], [0.0, 1.0]]))
-    unit = norms.direction(grad, "l2")
-    assert torch.allclose(unit, torch.tensor([[0.6, -0.8], [0.0, 1.0]]))
+def ball_step(x, grad, size, eps, norm, clip=None):
+    return norms.ball(x, eps, norm, clip).step(x, grad, size)
+
+
+def test_a_step_moves_by_the_sign_for_linf_and_a_unit_gradient_for_l2():
+    x, grad, big = torch.zeros(2, 2), torch.tensor([[3.0, -4.0], [0.0, 0.5]]), torch.ones(2) * 9
+    linf = ball_step(x, grad, torch.ones(2), big, "linf")
+    assert torch.equal(linf, torch.tensor([[1.0, -1.0], [0.0, 1.0]]))
+    l2 = ball_step(x, grad, torch.ones(2), big, "l2")
+    assert torch.allclose(l2, torch.tensor([[0.6, -0.8], [0.0, 1.0]]))
 
 
 @pytest.mark.parametrize("norm", norms.NORMS)
-def test_direction_of_a_zero_gradient_is_zero_not_nan(norm):
-    assert torch.equal(norms.direction(torch.zeros(2, 3), norm), torch.zeros(2, 3))
+def test_a_zero_gradient_does_not_move_the_point_nor_make_nans(norm):
+    x = torch.full((2, 3), 0.5)
+    assert torch.equal(ball_step(x, torch.zeros(2, 3), torch.ones(2), torch.ones(2), norm), x)
 
 
 def test_project_l2_scales_long_perturbations_onto_the_sphere_and_keeps_short_ones():
+    x = torch.zeros(3, 2)
     delta = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
     eps = torch.tensor([1.0, 1.0, 0.0])
-    projected = norms.project(delta, eps, "l2")
+    projected = norms.ball(x, eps, "l2", None).project(delta)
     assert torch.allclose(projected, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
 
 
 def test_project_linf_clamps_each_coordinate_to_its_samples_eps():
+    x = torch.zeros(2, 3)
     delta = torch.tensor([[0.5, -0.5, 0.05], [0.5, -0.5, 0.05]])
-    projected = norms.project(delta, torch.tensor([0.1, 0.2]), "linf")
+    projected = norms.ball(x, torch.tensor([0.1, 0.2]), "linf", None).project(delta)
     assert torch.equal(projected, torch.tensor([[0.1, -0.1, 0.05], [0.2, -0.2, 0.05]]))
 
 
 def test_step_projects_then_clips():
     x = torch.tensor([[0.95, 0.5]])
-    step = norms.step(
-        x,
-        x,
-        torch.tensor([[1.0, -1.0]]),
-        torch.tensor([0.3]),
-        torch.tensor([0.1]),
-        "linf",
-        (0.0, 1.0),
+    step = ball_step(
+        x, torch.tensor([[1.0, -1.0]]), torch.tensor([0.3]), torch.tensor([0.1]), "linf", (0.0, 1.0)
     )
     assert torch.allclose(step, torch.tensor([[1.0, 0.4]]))
 

@@ -1,57 +1,26 @@
-"""Argument checks shared by the attacks, and the eval-mode context manager.
+"""The preamble every attack shares: argument checks, working dtype, the way out.
 
-Every check raises ``ValueError`` naming the argument, the rule and the value
-received, so a user sees at once which argument to fix.
+`prepare` is called once at the top of each attack. It checks the arguments
+(each check raises ``ValueError`` naming the argument, the rule and the value
+received) and returns a `Problem`: the clean inputs in the dtype the attack
+computes in, labels, per-sample budgets, and `Problem.finish`, which hands the
+result back in the caller's dtype with the budget and the box still holding.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from attacks import losses, norms
+from attacks.runtime import logits_of
+
 # Inputs may sit this far outside `clip` (float rounding in the user's pipeline).
 CLIP_TOLERANCE = 1e-6
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode (frozen BN statistics); restore each module's flag after.
-
-    A model already in eval mode is left alone: setting every module's flag
-    takes tens of microseconds, a noticeable share of a small model's step.
-    """
-    saved = [(m, m.training) for m in model.modules()]
-    if any(flag for _, flag in saved):
-        model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            if m.training != flag:
-                m.training = flag
-
-
-@contextmanager
-def attack_mode(model: nn.Module) -> Iterator[None]:
-    """Run as an attack should: `eval_mode`, and the parameters frozen.
-
-    An attack needs gradients with respect to the input only; with
-    `requires_grad` off, the forward pass keeps nothing for the weights'
-    gradients. Each parameter's flag (and its `.grad`) is as it was after.
-    """
-    thawed = [p for p in model.parameters() if p.requires_grad]
-    with eval_mode(model):
-        for p in thawed:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p in thawed:
-                p.requires_grad_(True)
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
@@ -104,12 +73,13 @@ def check_clip(clip: object, x: torch.Tensor) -> tuple[float, float] | None:
     return low, high
 
 
-def check_eps(eps: object, x: torch.Tensor) -> torch.Tensor:
-    """Return the per-sample budgets `(N,)` in `x`'s dtype and device.
+def check_eps(eps: object, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Return the per-sample budgets `(N,)` in `dtype` (default `x`'s) on `x`'s device.
 
     `eps` is a number or a tensor of shape `()` or `(N,)`; every budget must be
     finite and >= 0.
     """
+    dtype = x.dtype if dtype is None else dtype
     n = x.shape[0]
     # Larger budgets overflow the squared L2 norms and step sizes in x's dtype;
     # any budget past the input's range acts the same anyway.
@@ -129,14 +99,14 @@ def check_eps(eps: object, x: torch.Tensor) -> torch.Tensor:
             raise ValueError(
                 f"eps must be at most {largest:.3g} for {x.dtype} inputs, got {values.max().item()!r}"
             )
-        return values.to(x.dtype).expand(n).clone()
+        return values.to(dtype).expand(n).clone()
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise ValueError(f"eps must be a finite number >= 0 or a tensor, got {eps!r}")
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if eps > largest:
         raise ValueError(f"eps must be at most {largest:.3g} for {x.dtype} inputs, got {eps!r}")
-    return torch.full((n,), float(eps), dtype=x.dtype, device=x.device)
+    return torch.full((n,), float(eps), dtype=dtype, device=x.device)
 
 
 def check_step_size(step_size: object) -> float:
@@ -195,3 +165,112 @@ def check_logits(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | N
                 f"{name} must hold class indices < K={k} (the model's outputs), "
                 f"got {labels.max().item()}"
             )
+
+
+# Attacks compute in at least this precision; float16 and bfloat16 steps would
+# round away most of a small budget.
+WORKING_DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An attack's checked arguments.
+
+    Attributes:
+        x: Clean inputs, detached, in the working dtype (float32, or the
+            input's if wider).
+        y: True labels, int64.
+        target: Target classes, int64, or None (untargeted).
+        eps: Per-sample budgets `(N,)` in the working dtype.
+        norm: `"linf"` or `"l2"`.
+        loss: The objective's name (`attacks.losses`).
+        clip: The valid box as floats, or None.
+        original: The caller's `x`, detached, in its own dtype.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    eps: torch.Tensor
+    norm: str
+    loss: str
+    clip: tuple[float, float] | None
+    original: torch.Tensor
+
+    def logits(self, model: nn.Module, point: torch.Tensor, check: bool = False) -> torch.Tensor:
+        """The model's logits at `point`, in the working dtype.
+
+        The model sees the caller's dtype (a float16 model gets float16
+        inputs); the loss and the attack's arithmetic stay in the working one.
+        `check` verifies the output's shape against the labels (first call).
+        """
+        logits = logits_of(model(point.to(self.original.dtype)))
+        if check:
+            check_logits(logits, self.y, self.target)
+        return logits.to(self.x.dtype)
+
+    def select(self, index: torch.Tensor | slice) -> Problem:
+        """The problem restricted to the samples `index` (indices or a boolean mask)."""
+        return Problem(
+            self.x[index],
+            self.y[index],
+            None if self.target is None else self.target[index],
+            self.eps[index],
+            self.norm,
+            self.loss,
+            self.clip,
+            self.original[index],
+        )
+
+    def finish(self, point: torch.Tensor) -> torch.Tensor:
+        """`point` (inside the ball and the box) in the caller's dtype, detached.
+
+        Casting to a narrower dtype rounds to the nearest value, which can
+        move a coordinate away from `x` and out of the ball or the box; those
+        coordinates are rounded toward `x` instead, so every coordinate of the
+        result lies between `x` and `point`: no norm grows and the box holds.
+        """
+        out = point.detach().to(self.original.dtype)
+        if out.dtype == point.dtype:
+            return out
+        away = (out.to(point.dtype) - self.x).abs() > (point.detach() - self.x).abs()
+        if away.any():
+            out = torch.where(away, torch.nextafter(out, self.original), out)
+        return out
+
+
+def prepare(
+    x: object,
+    y: object,
+    eps: object,
+    *,
+    norm: object,
+    target: object,
+    loss: object,
+    clip: object,
+    loss_choices: Sequence[str] = losses.LOSSES,
+) -> Problem:
+    """Check an attack's common arguments and return them as a `Problem`.
+
+    Raises:
+        ValueError: Naming the first bad argument.
+    """
+    original = check_x(x).detach()
+    labels = check_labels("y", y, original)
+    targets = None if target is None else check_labels("target", target, original)
+    working = original.dtype if original.dtype == torch.float64 else WORKING_DTYPE
+    budgets = check_eps(eps, original, working)
+    check_choice("norm", norm, norms.NORMS)
+    check_choice("loss", loss, loss_choices)
+    box = check_clip(clip, original)
+    check_target(targets, labels)
+    return Problem(
+        x=original.to(working),
+        y=labels,
+        target=targets,
+        eps=budgets,
+        norm=str(norm),
+        loss=str(loss),
+        clip=box,
+        original=original,
+    )
