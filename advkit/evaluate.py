@@ -2,8 +2,9 @@
 
 `robustness_curve` streams a data set through an attack at several budgets and
 checks itself on the way (largest perturbation norm, NaNs, value range,
-non-increasing curve), warning about models whose outputs make attacks
-unreliable.
+non-increasing curve), counts the forward and backward passes it spends, and
+warns about models whose outputs make attacks unreliable. It knows attacks
+only through `attacks.ATTACKS` and their signatures.
 """
 
 from __future__ import annotations
@@ -14,21 +15,45 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import torch
 from torch import nn
 
 import attacks
-from attacks import eval_mode, norms
+from attacks import norms
 from attacks.checks import check_clip
 
-ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": attacks.fgsm, "pgd": attacks.pgd}
 TARGETS = ("random", "least-likely")
 
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
+
+# Options of an attack that robustness_curve sets itself.
+_SET_BY_THE_CURVE = ("norm", "target", "generator")
+
+
+def attack_options(attack: str) -> dict[str, Any]:
+    """An attack's keyword options and their defaults, less those robustness_curve sets.
+
+    Raises:
+        ValueError: For an attack that is not in `attacks.ATTACKS`.
+    """
+    if attack not in attacks.ATTACKS:
+        raise ValueError(f"attack must be one of {tuple(attacks.ATTACKS)}, got {attack!r}")
+    parameters = inspect.signature(attacks.ATTACKS[attack]).parameters.values()
+    return {
+        p.name: p.default
+        for p in parameters
+        if p.kind is p.KEYWORD_ONLY and p.name not in _SET_BY_THE_CURVE
+    }
+
+
+def takes(attack: str, option: str) -> bool:
+    """Whether the attack has the keyword option (e.g. `generator`, `early_stop`)."""
+    parameters = inspect.signature(attacks.ATTACKS[attack]).parameters
+    return option in parameters and parameters[option].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 @dataclass
@@ -46,8 +71,14 @@ class Curve:
         settings: The attack's full settings (defaults filled in), JSON-ready.
         seconds: Wall-clock time of the whole evaluation.
         checks: Per eps, `max_norm` (largest perturbation norm seen),
-            `nan_count` and `min` / `max` of the adversarial inputs
-            (None when no sample was attacked at that eps).
+            `nan_count`, `min` / `max` of the adversarial inputs (None when no
+            sample was attacked at that eps), `attacked` (samples attacked) and
+            the `forward` / `backward` passes (per sample) the attack spent there.
+        passes: Forward and backward passes of the model over the whole
+            evaluation (clean pass, attacks, checks), counted per sample.
+        examples: For the first `examples` samples (see `robustness_curve`),
+            the clean inputs, labels, targets and, per eps, the adversarial
+            input the curve counted; not part of `to_dict`.
     """
 
     epsilons: list[float]
@@ -59,10 +90,20 @@ class Curve:
     settings: dict[str, Any]
     seconds: float
     checks: list[dict[str, Any]]
+    passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0})
+    examples: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cost(self) -> dict[str, float]:
+        """Forward and backward passes per evaluated sample."""
+        n = max(self.n_samples, 1)
+        return {kind: count / n for kind, count in self.passes.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """The curve as plain JSON-ready values."""
-        return dataclasses.asdict(self)
+        """The curve as plain JSON-ready values (without `examples`)."""
+        d = dataclasses.asdict(dataclasses.replace(self, examples=None))
+        d.pop("examples")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Curve:
@@ -71,11 +112,12 @@ class Curve:
         Raises:
             ValueError: When a field is missing.
         """
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("passes", "examples")]
         missing = [name for name in names if name not in d]
         if missing:
             raise ValueError(f"curve dict must have the fields {names}, missing {missing}")
-        return cls(**{name: d[name] for name in names})
+        passes = d.get("passes", {"forward": 0, "backward": 0})
+        return cls(**{name: d[name] for name in names}, passes=dict(passes))
 
 
 def robustness_curve(
@@ -92,6 +134,7 @@ def robustness_curve(
     incremental: bool = True,
     device: torch.device | str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    examples: int = 0,
     **attack_kw: Any,
 ) -> Curve:
     """Accuracy of `model` under `attack` at each budget in `epsilons`.
@@ -99,17 +142,19 @@ def robustness_curve(
     Budgets are nested balls, so a point that fools the model at a small eps is
     valid at every larger one. With `incremental` (the default) each eps only
     attacks the samples that no smaller eps has fooled (untargeted) or brought
-    to the target (targeted), clean errors are never attacked, and PGD stops
-    early on each sample as soon as it succeeds: the curve is non-increasing by
-    construction and costs far less than attacking every eps from scratch.
+    to the target (targeted), clean errors are never attacked, and attacks that
+    can (`early_stop` in their signature) stop early on each sample as soon as
+    it succeeds: the curve is non-increasing by construction and costs far
+    less than attacking every eps from scratch.
 
     Args:
-        model: Maps `x` to logits `(N, K)`.
+        model: Maps `x` to logits `(N, K)` (or a tuple, dict or object holding
+            them, see `attacks.logits_of`).
         x: Inputs in `[0, 1]` (or inside the `clip` given in `attack_kw`); they
             may stay on the CPU, each batch is moved to `device`.
         y: True labels.
         epsilons: Budgets, finite, >= 0 and increasing. Eps 0 is the clean accuracy.
-        attack: `"fgsm"` or `"pgd"`.
+        attack: A name in `attacks.ATTACKS`.
         norm: `"linf"` or `"l2"`.
         target: None (untargeted), `"random"` (a uniformly drawn wrong class per
             sample), `"least-likely"` (the clean model's least probable wrong
@@ -126,12 +171,16 @@ def robustness_curve(
         progress: Called as `progress(eps_index, done, total)` after each
             attacked batch, `done` of the `total` samples attacked at that eps;
             an eps with nothing to attack reports once with `0, 0`.
+        examples: Keep, for the first this many evaluated samples, the
+            adversarial input the curve counted at every eps (`Curve.examples`,
+            for galleries that show exactly what the curve measured).
         **attack_kw: Further options of the attack (`steps`, `step_size`,
             `restarts`, `loss`, `clip`, `early_stop`, ...). `generator` is not
             accepted: it comes from `seed`.
 
     Returns:
-        The curve, with the attack's full settings and per-eps self-checks.
+        The curve, with the attack's full settings, per-eps self-checks and
+        the passes it spent.
 
     Raises:
         ValueError: For a bad argument; the message names it.
@@ -141,97 +190,152 @@ def robustness_curve(
     """
     started = time.perf_counter()
     epsilons = _check_arguments(x, y, epsilons, attack, norm, target, batch_size, seed, attack_kw)
-    attack_fn = ATTACKS[attack]
-    if attack == "pgd":
+    if takes(attack, "early_stop"):
         attack_kw.setdefault("early_stop", incremental)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device)
-    rng = torch.Generator().manual_seed(seed)
-    # One seed per eps, drawn first so they do not depend on N.
-    eps_seeds = torch.randint(0, 2**62, (len(epsilons),), generator=rng).tolist()
+    with attacks.count_passes(model) as passes:
+        run = _Evaluation(model, x, y, target, batch_size, torch.device(device), seed, epsilons)
+        run.keep_examples(examples)
+        for i, eps in enumerate(epsilons):
+            run.attack_at(i, eps, attack, {"norm": norm, **attack_kw}, incremental, progress)
+    if incremental:  # nested balls: each eps keeps every success of the smaller ones
+        assert run.accuracy == sorted(run.accuracy, reverse=True), run.accuracy
+        assert run.success_rate == sorted(run.success_rate), run.success_rate
+    return Curve(
+        epsilons=epsilons,
+        accuracy=run.accuracy,
+        success_rate=run.success_rate,
+        clean_accuracy=int((~run.clean_fooled).sum()) / run.n,
+        n_samples=run.n,
+        n_excluded=len(y) - run.n,
+        settings=_settings(attack, norm, target, seed, batch_size, incremental, attack_kw),
+        seconds=time.perf_counter() - started,
+        checks=run.checks,
+        passes={"forward": passes.forward, "backward": passes.backward},
+        examples=run.examples,
+    )
 
-    y = y.detach().cpu().long()
-    keep = y != target if isinstance(target, int) else torch.ones_like(y, dtype=torch.bool)
-    if not keep.any():
-        raise ValueError(f"target={target!r} leaves no sample: every true label is that class")
-    index = keep.nonzero().squeeze(1)  # positions in x of the samples evaluated
-    y = y[index]
-    clean_logits, clean_check = _clean_pass(model, x, index, batch_size, device)
-    targets = _targets(target, y, clean_logits, rng)
 
-    def succeeded(prediction: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+class _Evaluation:
+    """The state of one curve: per sample, what the attacks have found so far.
+
+    What a smaller eps found stays valid at every larger one (nested balls).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: None | str | int,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        epsilons: list[float],
+    ) -> None:
+        self.model, self.x, self.batch_size, self.device = model, x, batch_size, device
+        rng = torch.Generator().manual_seed(seed)
+        # One seed per eps, drawn first so they do not depend on N.
+        self.eps_seeds = torch.randint(0, 2**62, (len(epsilons),), generator=rng).tolist()
+        y = y.detach().cpu().long()
+        keep = y != target if isinstance(target, int) else torch.ones_like(y, dtype=torch.bool)
+        if not keep.any():
+            raise ValueError(f"target={target!r} leaves no sample: every true label is that class")
+        self.index = keep.nonzero().squeeze(1)  # positions in x of the samples evaluated
+        self.y = y[self.index]
+        self.n = len(self.y)
+        clean_logits, self.clean_check = _clean_pass(model, x, self.index, batch_size, device)
+        self.targets = _targets(target, self.y, clean_logits, rng)
+        everyone = torch.arange(self.n)
+        self.clean_fooled = clean_logits.argmax(dim=1) != self.y
+        self.clean_reached = self.succeeded(clean_logits.argmax(dim=1), everyone)
+        self.fooled, self.reached = self.clean_fooled.clone(), self.clean_reached.clone()
+        self.accuracy: list[float] = []
+        self.success_rate: list[float] = []
+        self.checks: list[dict[str, Any]] = []
+        self.examples: dict[str, torch.Tensor] | None = None
+
+    def succeeded(self, prediction: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """Untargeted: misclassified; targeted: classified as the target."""
-        if targets is None:
-            return prediction != y[samples]
-        return prediction == targets[samples]
+        targets = None if self.targets is None else self.targets[samples]
+        return attacks.losses.prediction_succeeded(prediction, self.y[samples], targets)
 
-    # Per sample, what the attacks have found so far; valid at every larger eps.
-    everyone = torch.arange(len(y))
-    clean_prediction = clean_logits.argmax(dim=1)
-    clean_fooled = clean_prediction != y
-    clean_reached = succeeded(clean_prediction, everyone)
-    fooled, reached = clean_fooled.clone(), clean_reached.clone()
-    options = {"norm": norm, **attack_kw}
+    def inputs(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.x[self.index[samples].to(self.x.device)].to(self.device)
 
-    accuracy: list[float] = []
-    success_rate: list[float] = []
-    checks: list[dict[str, Any]] = []
-    for i, eps in enumerate(epsilons):
-        todo = everyone[:0]
+    def keep_examples(self, n: int) -> None:
+        """Keep the first `n` samples' adversarial inputs at every eps (clean at first)."""
+        if n <= 0:
+            return
+        first = torch.arange(min(n, self.n))
+        clean = self.inputs(first).cpu()
+        targets = self.targets[first] if self.targets is not None else torch.full_like(first, -1)
+        self.examples = {"x": clean, "y": self.y[first], "target": targets, "current": clean}
+        self.adversarial: list[torch.Tensor] = []
+
+    def attack_at(
+        self,
+        i: int,
+        eps: float,
+        attack: str,
+        options: dict[str, Any],
+        incremental: bool,
+        progress: Callable[[int, int, int], None] | None,
+    ) -> None:
+        """Attack the samples that still need it at `eps`, then record the curve's point."""
+        todo = torch.arange(self.n)[:0]
         check = _Check()
         if eps > 0:
             if not incremental:  # from scratch: forget what smaller budgets found
-                fooled, reached = clean_fooled.clone(), clean_reached.clone()
-            todo = everyone[~reached] if incremental else everyone
-            if attack == "pgd":
-                options["generator"] = torch.Generator(device=device).manual_seed(eps_seeds[i])
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            x_batch = x[index[batch].to(x.device)].to(device)
-            t_batch = None if targets is None else targets[batch].to(device)
-            x_adv = attack_fn(model, x_batch, y[batch].to(device), eps, target=t_batch, **options)
-            with torch.no_grad(), eval_mode(model):
-                prediction = model(x_adv).argmax(dim=1).cpu()
-            fooled[batch] |= prediction != y[batch]
-            reached[batch] |= succeeded(prediction, batch)
-            check.add(x_adv - x_batch, x_adv, norm)
-            if progress is not None:
-                progress(i, start + len(batch), len(todo))
+                self.fooled, self.reached = self.clean_fooled.clone(), self.clean_reached.clone()
+            todo = torch.arange(self.n)[~self.reached] if incremental else torch.arange(self.n)
+            if takes(attack, "generator"):
+                generator = torch.Generator(device=self.device).manual_seed(self.eps_seeds[i])
+                options = {**options, "generator": generator}
+        with attacks.count_passes(self.model) as passes:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                self.attack_batch(batch, eps, attack, options, check, options["norm"])
+                if progress is not None:
+                    progress(i, start + len(batch), len(todo))
         if progress is not None and not len(todo):
             progress(i, 0, 0)
-        checks.append(clean_check if eps == 0 else check.result(eps, norm))
-        accuracy.append(int((~fooled).sum()) / len(y))
-        success_rate.append(int(reached.sum()) / len(y))
+        result = self.clean_check if eps == 0 else check.result(eps, options["norm"])
+        self.checks.append({**result, "forward": passes.forward, "backward": passes.backward})
+        self.accuracy.append(int((~self.fooled).sum()) / self.n)
+        self.success_rate.append(int(self.reached.sum()) / self.n)
+        if self.examples is not None:
+            self.adversarial.append(self.examples["current"].clone())
+            self.examples["x_adv"] = torch.stack(self.adversarial, dim=1)  # (n, eps, ...)
 
-    if incremental:  # nested balls: each eps keeps every success of the smaller ones
-        assert accuracy == sorted(accuracy, reverse=True), accuracy
-        assert success_rate == sorted(success_rate), success_rate
-    return Curve(
-        epsilons=epsilons,
-        accuracy=accuracy,
-        success_rate=success_rate,
-        clean_accuracy=int((~clean_fooled).sum()) / len(y),
-        n_samples=len(y),
-        n_excluded=len(keep) - len(y),
-        settings=_settings(attack, norm, target, seed, batch_size, incremental, attack_kw),
-        seconds=time.perf_counter() - started,
-        checks=checks,
-    )
+    def attack_batch(
+        self,
+        batch: torch.Tensor,
+        eps: float,
+        attack: str,
+        options: dict[str, Any],
+        check: _Check,
+        norm: str,
+    ) -> None:
+        x_batch = self.inputs(batch)
+        t_batch = None if self.targets is None else self.targets[batch].to(self.device)
+        y_batch = self.y[batch].to(self.device)
+        x_adv = attacks.ATTACKS[attack](
+            self.model, x_batch, y_batch, eps, target=t_batch, **options
+        )
+        with torch.no_grad(), attacks.eval_mode(self.model):
+            prediction = attacks.logits_of(self.model(x_adv)).argmax(dim=1).cpu()
+        self.fooled[batch] |= prediction != self.y[batch]
+        self.reached[batch] |= self.succeeded(prediction, batch)
+        check.add(x_adv - x_batch, x_adv, norm)
+        if self.examples is not None:
+            kept = batch < len(self.examples["x"])
+            self.examples["current"][batch[kept]] = x_adv[kept.to(x_adv.device)].cpu()
 
 
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _options(attack: str) -> dict[str, Any]:
-    """The attack's keyword options and their defaults, less those robustness_curve sets."""
-    parameters = inspect.signature(ATTACKS[attack]).parameters.values()
-    return {
-        p.name: p.default
-        for p in parameters
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("norm", "target", "generator")
-    }
 
 
 def _check_arguments(
@@ -246,6 +350,31 @@ def _check_arguments(
     attack_kw: dict[str, Any],
 ) -> list[float]:
     """Raise `ValueError` naming the first bad argument; return the epsilons as floats."""
+    _check_tensors(x, y)
+    values = _check_epsilons(epsilons, x, attack_kw)
+    options = attack_options(attack)
+    if norm not in norms.NORMS:
+        raise ValueError(f"norm must be one of {norms.NORMS}, got {norm!r}")
+    if not (target is None or target in TARGETS or (_is_int(target) and 0 <= target < 2**63)):
+        raise ValueError(
+            f"target must be None, a class index >= 0 or one of {TARGETS}, got {target!r}"
+        )
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not _is_int(seed) or not -(2**63) <= seed < 2**64:  # what torch.Generator takes
+        raise ValueError(f"seed must be an int in [-2**63, 2**64), got {seed!r}")
+    if "generator" in attack_kw:
+        raise ValueError("generator is not accepted in attack_kw: it is drawn from seed")
+    unknown = sorted(set(attack_kw) - set(options))
+    if unknown:
+        raise ValueError(f"attack_kw has options that {attack} does not take: {unknown}")
+    # Checked here, not only by the attack, because eps 0 (and samples the curve
+    # never attacks) would otherwise turn NaN or out-of-range inputs into numbers.
+    check_clip(attack_kw.get("clip", options.get("clip", (0.0, 1.0))), x)
+    return values
+
+
+def _check_tensors(x: object, y: object) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2 or not len(x):
         shown = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a float tensor of shape (N, ...) with N >= 1, got {shown}")
@@ -257,6 +386,11 @@ def _check_arguments(
     ):
         got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must be an integer tensor of shape ({len(x)},), got {got}")
+
+
+def _check_epsilons(
+    epsilons: Sequence[float], x: torch.Tensor, attack_kw: dict[str, Any]
+) -> list[float]:
     try:
         values = [float(eps) for eps in epsilons]
     except (TypeError, ValueError):
@@ -278,34 +412,7 @@ def _check_arguments(
         raise ValueError(
             f"step_size must be at most {largest:.3g} for {x.dtype} inputs, got {step_size!r}"
         )
-    if attack not in ATTACKS:
-        raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {attack!r}")
-    if norm not in norms.NORMS:
-        raise ValueError(f"norm must be one of {norms.NORMS}, got {norm!r}")
-    if not (target is None or target in TARGETS or (_is_int(target) and 0 <= target < 2**63)):
-        raise ValueError(
-            f"target must be None, a class index >= 0 or one of {TARGETS}, got {target!r}"
-        )
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not _is_int(seed) or not -(2**63) <= seed < 2**64:  # what torch.Generator takes
-        raise ValueError(f"seed must be an int in [-2**63, 2**64), got {seed!r}")
-    if "generator" in attack_kw:
-        raise ValueError("generator is not accepted in attack_kw: it is drawn from seed")
-    unknown = sorted(set(attack_kw) - set(_options(attack)))
-    if unknown:
-        raise ValueError(f"attack_kw has options that {attack} does not take: {unknown}")
-    _check_inputs(x, attack_kw.get("clip", _options(attack)["clip"]))
     return values
-
-
-def _check_inputs(x: torch.Tensor, clip: object) -> None:
-    """Raise unless every value of `x` is finite and inside `clip`.
-
-    Checked here, not only by the attack, because eps 0 (and samples the curve
-    never attacks) would otherwise turn NaN or out-of-range inputs into numbers.
-    """
-    check_clip(clip, x)
 
 
 def _clean_pass(
@@ -317,10 +424,10 @@ def _clean_pass(
     """
     logits = []
     check = _Check()
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), attacks.eval_mode(model):
         for start in range(0, len(index), batch_size):
             x_batch = x[index[start : start + batch_size].to(x.device)].to(device)
-            out = model(x_batch)
+            out = attacks.logits_of(model(x_batch))
             if not start:
                 if out.ndim != 2 or out.shape[0] != len(x_batch) or out.shape[1] < 2:
                     raise ValueError(
@@ -345,14 +452,14 @@ def _warn_if_suspicious(model: nn.Module, x: torch.Tensor, logits: torch.Tensor)
             "model outputs look like probabilities (rows in [0, 1] summing to 1), not logits: "
             "gradients through a softmax vanish and attacks will look weaker than they are",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-    if not torch.allclose(model(x), logits, rtol=1e-4, atol=1e-5):
+    if not torch.allclose(attacks.logits_of(model(x)), logits, rtol=1e-4, atol=1e-5):
         warnings.warn(
             "two eval-mode forward passes of the model on the same inputs differ: a stochastic "
             "model makes attack gradients and robustness numbers unreliable",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -387,7 +494,8 @@ def _settings(
     attack_kw: dict[str, Any],
 ) -> dict[str, Any]:
     """Every setting of the run, defaults filled in, as JSON-ready values."""
-    settings = {"attack": attack, "norm": norm, "target": target, **_options(attack), **attack_kw}
+    settings = {"attack": attack, "norm": norm, "target": target}
+    settings.update(attack_options(attack), **attack_kw)
     settings.update(seed=seed, batch_size=batch_size, incremental=incremental)
     return {name: _json_ready(value) for name, value in settings.items()}
 
@@ -414,7 +522,9 @@ class _Check:
         if not len(x_adv):
             return
         self.attacked += len(x_adv)
-        self.max_norm = max(self.max_norm, norms.norm_of(delta, norm).max().item())
+        # In float64: a float16 result is checked against its budget exactly.
+        largest = norms.norm_of(delta.double(), norm).max().item()
+        self.max_norm = max(self.max_norm, largest)
         self.nan_count += int(torch.isnan(x_adv).sum())
         low, high = x_adv.min().item(), x_adv.max().item()
         self.min = low if self.min is None else min(self.min, low)
@@ -432,7 +542,8 @@ class _Check:
         return {
             "eps": eps,
             "attacked": self.attacked,
-            "max_norm": self.max_norm,
+            # None when nothing was attacked: no perturbation was measured.
+            "max_norm": self.max_norm if self.attacked else None,
             "nan_count": self.nan_count,
             "min": self.min,
             "max": self.max,

@@ -26,7 +26,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,9 +36,11 @@ from tqdm import tqdm
 
 import models
 from advkit import runs
-from advkit.attack_runs import attack_run, default_epsilons, find_complete, make_settings
+from advkit.attack_runs import attack_run, default_epsilons, find_complete
 from advkit.cli.common import Failure, device_option, fail_cleanly, pick_device
 from advkit.data import Dataset, load_dataset
+from advkit.evaluate import attack_options
+from advkit.records import AttackSettings
 from advkit.train import TrainConfig, run_status, train
 
 MODELS = ("mlp", "bncnn", "attention")
@@ -77,8 +79,6 @@ class Plan:
     steps: int
     limit: int | None
     seed: int
-    train_jobs: list = field(default_factory=list)
-    attack_jobs: list = field(default_factory=list)
 
 
 def train_config(plan: Plan, model: str, optimizer: str) -> TrainConfig:
@@ -96,16 +96,17 @@ def train_config(plan: Plan, model: str, optimizer: str) -> TrainConfig:
     )
 
 
-def attack_settings(plan: Plan, dataset_name: str) -> list[dict]:
+def attack_settings(plan: Plan, dataset_name: str) -> list[AttackSettings]:
     return [
-        make_settings(
+        AttackSettings.make(
             attack=attack,
             norm=norm,
             epsilons=default_epsilons(dataset_name, norm),
             target=target,
-            steps=plan.steps,
             limit=plan.limit,
             seed=plan.seed,
+            # --steps applies to the iterative attacks, those that take `steps`.
+            **({"steps": plan.steps} if "steps" in attack_options(attack) else {}),
         )
         for attack, norm, target in ATTACK_SETTINGS
     ]
@@ -135,8 +136,9 @@ def _train_job(config: TrainConfig, out: Path, status: str, device: str) -> dict
     )
 
 
-def _attack_job(run_dir: Path, settings: dict, dataset: tuple, device: str) -> dict:
-    return attack_run(run_dir, settings, device=device, figure=False, data=_dataset(*dataset))
+def _attack_job(run_dir: Path, settings: AttackSettings, dataset: tuple, device: str) -> str:
+    record = attack_run(run_dir, settings, device=device, figure=False, data=_dataset(*dataset))
+    return f"{record.name} acc@max={record.curve.accuracy[-1]:.2f}"
 
 
 # --- the pipeline ----------------------------------------------------------------
@@ -204,8 +206,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
                     )
                     submit_attacks(out)
                 else:
-                    acc = result["curve"]["accuracy"]
-                    bar.set_postfix_str(f"{out.name} {result['name']} acc@max={acc[-1]:.2f}")
+                    bar.set_postfix_str(f"{out.name} {result}")
     bar.close()
     seconds_train_attack = time.perf_counter() - started
     written = None
@@ -213,7 +214,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
         from advkit.report import build_report
 
         # Headline budgets a third of the way up each grid, where the models still differ.
-        linf, l2 = (next(s["epsilons"] for s in settings if s["norm"] == n) for n in ("linf", "l2"))
+        linf, l2 = (next(s.epsilons for s in settings if s.norm == n) for n in ("linf", "l2"))
         written = build_report(
             run_dirs, report_dir, eps_linf=linf[len(linf) // 3], eps_l2=l2[len(l2) // 3]
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -10,7 +11,9 @@ import click
 import attacks
 
 from .. import runs
-from ..attack_runs import ATTACK_NAMES, SPLITS, attack_run, default_epsilons, make_settings
+from ..attack_runs import attack_run, default_epsilons, find_complete
+from ..evaluate import attack_options
+from ..records import SPLITS, AttackRecord, AttackSettings
 from .common import (
     Failure,
     device_option,
@@ -77,28 +80,69 @@ def parse_target(ctx, param, value: str) -> str | int | None:
     return k
 
 
-def format_table(record: dict) -> str:
-    curve = record["curve"]
-    unit = "L-inf" if record["settings"]["norm"] == "linf" else "L2"
-    target = record["settings"]["target"]
+def format_table(record: AttackRecord) -> str:
+    curve, settings = record.curve, record.settings
+    unit = "L-inf" if settings.norm == "linf" else "L2"
+    samples = f"{curve.n_samples} sample{'s' if curve.n_samples != 1 else ''}"
+    cost = curve.cost
     lines = [
-        f"{record['run']}: {record['name']}  ({curve['n_samples']} samples, "
-        f"clean accuracy {curve['clean_accuracy']:.4f}, {curve['seconds']:.1f}s)",
+        f"{record.run}: {record.name}  ({samples}, clean accuracy {curve.clean_accuracy:.4f}, "
+        f"{curve.seconds:.1f}s, {cost['forward']:.1f} forward + {cost['backward']:.1f} "
+        "backward passes per sample)",
         f"{'eps (' + unit + ')':>14} {'accuracy':>9} {'success':>8} {'max norm':>9}",
     ]
+    untouched = False
     for eps, acc, rate, check in zip(
-        curve["epsilons"], curve["accuracy"], curve["success_rate"], curve["checks"], strict=True
+        curve.epsilons, curve.accuracy, curve.success_rate, curve.checks, strict=True
     ):
-        norm = "-" if not check or check.get("max_norm") is None else f"{check['max_norm']:.4f}"
+        if not check or check.get("max_norm") is None:
+            norm, untouched = "-", untouched or eps > 0
+        else:
+            norm = f"{check['max_norm']:.4f}"
         lines.append(f"{eps:>14.4g} {acc:>9.4f} {rate:>8.4f} {norm:>9}")
-    if curve.get("n_excluded"):
-        lines.append(f"({curve['n_excluded']} samples of class {target} left out)")
+    if untouched:
+        lines.append("(max norm '-': no sample was left to attack at that eps)")
+    if curve.n_excluded:
+        lines.append(f"({curve.n_excluded} samples of class {settings.target} left out)")
     return "\n".join(lines)
+
+
+# Options of `advkit attack` that belong to the attack itself, by the attack's
+# own keyword (only passed to attacks whose signature has them).
+ATTACK_OPTIONS = ("steps", "step_size", "restarts", "random_start", "loss")
+
+
+def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings:
+    """The settings of the command line: the attack's own options only if it takes them.
+
+    An option the user typed that the attack does not take is an error, not
+    silently ignored (FGSM has no --steps).
+    """
+    takes = attack_options(attack)
+    options = {}
+    for name in ATTACK_OPTIONS:
+        cli_name = "no_random_start" if name == "random_start" else name
+        value = values.pop(cli_name)
+        if name == "random_start":
+            value = not value
+        typed = ctx.get_parameter_source(cli_name) is not click.core.ParameterSource.DEFAULT
+        if name in takes:
+            options[name] = value
+        elif typed:
+            flag = "--" + cli_name.replace("_", "-")
+            raise click.UsageError(f"{flag} does not apply to --attack {attack}")
+    return AttackSettings.make(attack=attack, **values, **options)
 
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--attack", default="pgd", show_default=True, type=click.Choice(ATTACK_NAMES))
+@click.option(
+    "--attack",
+    default="pgd",
+    show_default=True,
+    type=click.Choice(tuple(attacks.ATTACKS)),
+    help="The attack, by its name in attacks.ATTACKS.",
+)
 @click.option(
     "--norm",
     default="linf",
@@ -156,6 +200,9 @@ def format_table(record: dict) -> str:
     type=click.IntRange(-(2**63), 2**64 - 1),  # what torch.Generator takes
     help="Seeds random targets and random starts.",
 )
+@click.option(
+    "--force", is_flag=True, help="Recompute a record that exists with exactly these settings."
+)
 @device_option
 @click.option(
     "--out",
@@ -179,6 +226,7 @@ def attack_command(
     limit,
     batch_size,
     seed,
+    force,
     device,
     out,
 ):
@@ -196,13 +244,34 @@ def attack_command(
     config = runs.read_json(f"{run}/{runs.CONFIG}")
     if not isinstance(config, dict) or "dataset" not in config:
         raise Failure(f"{run}/config.json is not a run config")
+    if out not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise Failure(f"--out {out}: the directory {os.path.dirname(out) or '.'} does not exist")
     if epsilons is None:
         epsilons = default_epsilons(config["dataset"]["name"], norm)
-    settings = make_settings(
-        attack=attack, norm=norm, epsilons=epsilons, target=target, loss=loss, steps=steps,
-        step_size=step_size, restarts=restarts, random_start=not no_random_start, split=split,
-        limit=limit, batch_size=batch_size, seed=seed,
+    settings = attack_settings(
+        click.get_current_context(), attack, norm=norm, epsilons=epsilons, target=target,
+        loss=loss, steps=steps, step_size=step_size, restarts=restarts,
+        no_random_start=no_random_start, split=split, limit=limit, batch_size=batch_size,
+        seed=seed,
     )  # fmt: skip
+    record = None if force else find_complete(run, settings)
+    computed = record is None
+    if record is None:
+        record = _attack(run, settings, dev, epsilons, f"{attack} {norm}")
+    else:
+        log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
+    if out == "-":
+        click.echo(json.dumps(record.to_dict(), indent=2))
+        return
+    if out:
+        runs.write_json(out, record.to_dict())
+    click.echo(format_table(record))
+    if computed:
+        log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
+
+
+def _attack(run, settings: AttackSettings, device, epsilons, label: str) -> AttackRecord:
+    """`attack_run` with a progress bar; a Ctrl-C exits 130 with a note."""
 
     def on_batch(i: int, done: int, total: int) -> None:
         bar.set_postfix_str(f"eps={epsilons[i]:g} {done}/{total}", refresh=False)
@@ -211,18 +280,11 @@ def attack_command(
 
     # The bar is opened inside the handler: an interrupt as it appears is handled too.
     try:
-        bar = progress(len(epsilons), f"{attack} {norm}", "eps")
+        bar = progress(len(epsilons), label, "eps")
         try:
-            record = attack_run(run, settings, device=dev, progress=on_batch)
+            return attack_run(run, settings, device=device, progress=on_batch)
         finally:
             bar.close()
     except KeyboardInterrupt:
         log(f"interrupted; no record was written for this attack: run the command again ({run})")
         sys.exit(130)
-    if out == "-":
-        click.echo(json.dumps(record, indent=2))
-        return
-    if out:
-        runs.write_json(out, record)
-    click.echo(format_table(record))
-    log(f"wrote {run}/attacks/{record['name']}.json and {run}/figures/{record['name']}.png")

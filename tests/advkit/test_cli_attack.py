@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 import shutil
 
 import pytest
@@ -38,6 +39,16 @@ def invoke(*args):
     return CliRunner().invoke(main, ["attack", *map(str, args)])
 
 
+def record_file(run, prefix):
+    """The one record whose name is `prefix` followed by its identity hash."""
+    (path,) = [
+        p
+        for p in (run / "attacks").glob(f"{prefix}-*.json")
+        if re.fullmatch(re.escape(prefix) + r"-[0-9a-f]{8}\.json", p.name)
+    ]
+    return path
+
+
 def is_whole_png(path):
     data = path.read_bytes()
     return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
@@ -49,10 +60,13 @@ def is_whole_png(path):
 def test_attack_writes_the_record_and_the_figure_and_prints_the_table(run, attack, norm, target):
     eps = ",".join(map(str, EPSILONS[norm]))
     extra = [] if target is None else ["--target", target]
-    result = invoke(run, "--attack", attack, "--norm", norm, "--eps", eps, *extra, *FAST)
+    fast = FAST if attack == "pgd" else FAST[:2]  # FGSM has no --steps
+    result = invoke(run, "--attack", attack, "--norm", norm, "--eps", eps, *extra, *fast)
     assert result.exit_code == 0, result.output
-    name = f"{attack}-{norm}-{'untargeted' if target is None else 'target-' + target}"
-    record = runs.read_json(run / "attacks" / f"{name}.json")
+    prefix = f"{attack}-{norm}-{'untargeted' if target is None else 'target-' + target}"
+    path = record_file(run, prefix)
+    name = path.stem
+    record = runs.read_json(path)
     assert is_whole_png(run / "figures" / f"{name}.png")
     assert (run / "attacks" / f"{name}.examples.safetensors").is_file()
 
@@ -61,7 +75,7 @@ def test_attack_writes_the_record_and_the_figure_and_prints_the_table(run, attac
     assert (settings["attack"], settings["norm"], settings["target"]) == (attack, norm, target)
     assert settings["epsilons"] == curve["epsilons"] == EPSILONS[norm]
     assert settings["limit"] == 40 and curve["n_samples"] == 40 and curve["n_excluded"] == 0
-    assert settings["steps"] == (3 if attack == "pgd" else None)
+    assert settings.get("steps") == (3 if attack == "pgd" else None)
     assert curve["accuracy"] == sorted(curve["accuracy"], reverse=True)
     assert curve["accuracy"][0] == curve["clean_accuracy"]
     for check, e in zip(curve["checks"][1:], EPSILONS[norm][1:], strict=True):
@@ -105,14 +119,15 @@ def test_out_dash_prints_the_record_as_json(run, eps, expected):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)  # stdout is the JSON and nothing else
     assert record["settings"]["epsilons"] == record["curve"]["epsilons"] == expected
-    assert record == runs.read_json(run / "attacks" / "pgd-linf-untargeted.json")
+    assert record == runs.read_json(record_file(run, "pgd-linf-untargeted"))
 
 
 def test_out_file_gets_a_copy_of_the_record(run, tmp_path):
+    (tmp_path / "curves").mkdir()  # --out never creates directories (a typo would litter /)
     result = invoke(run, "--eps", "0,0.1", "--out", tmp_path / "curves" / "c.json", *FAST)
     assert result.exit_code == 0, result.output
     copy = runs.read_json(tmp_path / "curves" / "c.json")
-    assert copy == runs.read_json(run / "attacks" / "pgd-linf-untargeted.json")
+    assert copy == runs.read_json(record_file(run, "pgd-linf-untargeted"))
     assert result.stdout.startswith("mlp-adam: pgd-linf-untargeted")
 
 
@@ -121,13 +136,14 @@ def test_a_class_target_leaves_that_class_out_and_says_how_many(run, digits):
     assert result.exit_code == 0, result.output
     left_out = int((digits.y_test[:40] == 3).sum())
     assert left_out > 0
-    record = runs.read_json(run / "attacks" / "pgd-linf-target-3.json")
+    path = record_file(run, "pgd-linf-target-3")
+    record = runs.read_json(path)
     assert record["settings"]["target"] == 3
     assert record["curve"]["n_excluded"] == left_out
     assert record["curve"]["n_samples"] == 40 - left_out
     assert result.stdout.splitlines()[-1] == f"({left_out} samples of class 3 left out)"
     # Every sample of the gallery is pushed to class 3 and none of them is a 3.
-    examples = load_file(str(run / "attacks" / "pgd-linf-target-3.examples.safetensors"))
+    examples = load_file(str(path.with_name(path.stem + ".examples.safetensors")))
     assert (examples["target"] == 3).all() and (examples["y"] != 3).all()
 
 
@@ -307,3 +323,40 @@ def test_a_bad_option_is_one_error_line_and_exit_2(trained, args, message):
 
 def test_a_missing_run_argument_is_one_error_line():
     assert_one_error_line(invoke(), "Missing argument 'RUN'")
+
+
+def test_an_option_the_attack_does_not_take_is_refused_not_ignored(run):
+    result = invoke(run, "--attack", "fgsm", "--restarts", "3", "--eps", "0,0.1", "--limit", "8")
+    assert result.exit_code == 2
+    assert "--restarts does not apply to --attack fgsm" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_other_settings_write_another_record_and_same_settings_are_reused(run):
+    first = invoke(run, "--eps", "0,0.1", "--limit", "40", "--steps", "3")
+    other = invoke(run, "--eps", "0,0.1", "--limit", "20", "--steps", "5")
+    assert first.exit_code == other.exit_code == 0, first.output + other.output
+    paths = sorted((run / "attacks").glob("pgd-linf-untargeted-*.json"))
+    assert len(paths) == 2  # PGD-3 on 40 samples and PGD-5 on 20 side by side
+    before = {p: p.read_text() for p in paths}
+    again = invoke(run, "--eps", "0,0.1", "--limit", "40", "--steps", "3")
+    assert again.exit_code == 0 and "already holds these settings" in again.stderr
+    assert {p: p.read_text() for p in paths} == before  # nothing rewritten
+    assert again.stdout == first.stdout
+    forced = invoke(run, "--eps", "0,0.1", "--limit", "40", "--steps", "3", "--force")
+    assert forced.exit_code == 0 and "wrote" in forced.stderr
+
+
+def test_a_table_row_with_nothing_left_to_attack_says_so(run):
+    # At eps 0.5 PGD fools every sample; eps 0.6 then has nothing left to attack.
+    result = invoke(run, "--eps", "0,0.5,0.6", "--limit", "8", "--steps", "10")
+    assert result.exit_code == 0, result.output
+    last = result.stdout.splitlines()[-2 if "no sample" in result.stdout else -1]
+    assert last.split()[-1] == "-"
+    assert "no sample was left to attack" in result.stdout
+
+
+def test_out_into_a_missing_directory_is_refused(run, tmp_path):
+    result = invoke(run, "--eps", "0,0.1", "--limit", "8", "--out", tmp_path / "no" / "x.json")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "no").exists()

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from advkit.attack_runs import attack_run, make_settings
+from advkit.attack_runs import attack_run
+from advkit.records import AttackSettings
 from advkit.cli import main
 from advkit.train import TrainConfig, train
 
@@ -129,7 +130,7 @@ def place(tmp_path_factory):
 
 def _attacked_run(out, data):
     train(TrainConfig(model="mlp", epochs=1), out, dataset=data)
-    settings_ = make_settings(epsilons=[0.0, 0.1], steps=1, limit=8)
+    settings_ = AttackSettings.make(epsilons=[0.0, 0.1], steps=1, limit=8)
     attack_run(out, settings_, data=data, n_examples=2, figure=False)
     return out
 

@@ -4,7 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from advkit import runs
-from advkit.attack_runs import attack_run, make_settings
+from advkit.attack_runs import attack_run
+from advkit.records import AttackSettings
 from advkit.cli.report import report_command
 from advkit.train import TrainConfig, train
 
@@ -15,7 +16,7 @@ def run_root(tmp_path_factory, small_digits):
     root = tmp_path_factory.mktemp("runs")
     out = root / "mlp-adam"
     train(TrainConfig(model="mlp", optimizer="adam", epochs=1), out, dataset=small_digits)
-    settings = make_settings(epsilons=[0.0, 0.1, 0.2], steps=2, limit=32)
+    settings = AttackSettings.make(epsilons=[0.0, 0.1, 0.2], steps=2, limit=32)
     attack_run(out, settings, data=small_digits, n_examples=4, figure=False)
     return root
 

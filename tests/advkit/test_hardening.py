@@ -31,8 +31,10 @@ from safetensors.torch import load_file, save_file
 import attacks
 import models
 from advkit import load_run, robustness_curve, runs
-from advkit.attack_runs import attack_run, make_settings
+from advkit.attack_runs import attack_run
 from advkit.cli import main
+from advkit.cli.attack import parse_epsilons
+from advkit.records import AttackSettings
 from advkit.train import Reporter, TrainConfig, TrainingDiverged, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +89,8 @@ def attacked(tmp_path_factory, trained, small_digits):
     root = tmp_path_factory.mktemp("attacked")
     out = shutil.copytree(trained, root / "mlp-adam")
     for attack, norm, eps in (("pgd", "linf", [0.0, 0.1, 0.2]), ("fgsm", "l2", [0.0, 0.5, 1.0])):
-        settings = make_settings(attack=attack, norm=norm, epsilons=eps, steps=2, limit=48)
+        steps = {"steps": 2} if attack == "pgd" else {}
+        settings = AttackSettings.make(attack=attack, norm=norm, epsilons=eps, limit=48, **steps)
         attack_run(out, settings, data=small_digits, n_examples=4, figure=False)
     return out
 
@@ -148,7 +151,7 @@ def _gallery_without_tensors(path, marker):
 def test_report_refuses_bad_example_files_in_one_line(attacked, tmp_path, case):
     run = shutil.copytree(attacked, tmp_path / "run")
     marker = tmp_path / "pickle-was-executed"
-    examples = run / "attacks" / "pgd-linf-untargeted.examples.safetensors"
+    (examples,) = (run / "attacks").glob("pgd-linf-untargeted-*.examples.safetensors")
     make, message = {
         **BAD_FILES,
         "wrong-shape": (_gallery_of_wrong_shape, "is not a gallery file"),
@@ -157,7 +160,7 @@ def test_report_refuses_bad_example_files_in_one_line(attacked, tmp_path, case):
     examples.write_bytes(make(examples, marker))
     result = invoke("report", run, "--out", tmp_path / "report")
     assert_one_error_line(result, message)
-    assert "pgd-linf-untargeted.examples.safetensors" in result.stderr
+    assert examples.name in result.stderr
     assert not marker.exists()
     assert not (tmp_path / "report").exists()
 
@@ -549,7 +552,8 @@ def test_attack_on_the_unchanged_npz_works(npz_run, tmp_path):
         "attack", run, "--target", "3", "--limit", "8", "--steps", "1", "--eps", "0,0.1"
     )
     assert result.exit_code == 0, result.output
-    assert runs.read_json(run / "attacks" / "pgd-linf-target-3.json")["curve"]["n_samples"] > 0
+    (record,) = (run / "attacks").glob("pgd-linf-target-3-*.json")
+    assert runs.read_json(record)["curve"]["n_samples"] > 0
 
 
 # --- SIGINT and SIGKILL: never a half-written file ---------------------------------------
@@ -642,7 +646,9 @@ def assert_only_complete_files(directory, *, killed):
 
 
 ATTACK = ["--steps", "30", "--eps", "0:0.3:7"]
-EXAMPLES = "attacks/pgd-linf-untargeted.examples.safetensors"  # the first file the attack writes
+# The record's name follows from its settings (advkit.records): those of ATTACK.
+STEM = AttackSettings.make(epsilons=parse_epsilons(None, None, "0:0.3:7"), steps=30).name
+EXAMPLES = f"attacks/{STEM}.examples.safetensors"  # the first file the attack writes
 # Python exits through SIGINT itself when it believes a KeyboardInterrupt went unhandled
 # (an extension module ran code when it landed): a shell shows 130 either way.
 INTERRUPTED = (130, -signal.SIGINT)
@@ -688,12 +694,12 @@ def test_an_interrupted_attack_leaves_only_complete_files(trained, tmp_path, sig
     code, terminal = run_and_signal(["attack", run, *ATTACK], ready, sig, tmp_path)
     assert_interrupted_cleanly(code, terminal, sig)
     if when == "attacking" and "Exception ignored" not in terminal:
-        assert code in INTERRUPTED and not (run / "attacks" / "pgd-linf-untargeted.json").exists()
+        assert code in INTERRUPTED and not (run / "attacks" / f"{STEM}.json").exists()
     assert_only_complete_files(run, killed=sig == signal.SIGKILL)
     # The record comes last: when it is there, so are its examples and figure.
-    record = run / "attacks" / "pgd-linf-untargeted.json"
+    record = run / "attacks" / f"{STEM}.json"
     if record.exists():
-        assert (run / "figures" / "pgd-linf-untargeted.png").exists()
+        assert (run / "figures" / f"{STEM}.png").exists()
         assert (run / EXAMPLES).exists()
 
     again = invoke("attack", run, *ATTACK)

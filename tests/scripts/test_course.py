@@ -27,7 +27,7 @@ def results(out: Path) -> dict:
     for path in sorted(out.glob("*/attacks/*.json")):
         record = json.loads(path.read_text())
         curve = {k: v for k, v in record["curve"].items() if k != "seconds"}
-        found[str(path.relative_to(out))] = (record["key"], curve)
+        found[str(path.relative_to(out))] = (record["run_key"], curve)
     for path in sorted(out.glob("*/summary.json")):
         summary = json.loads(path.read_text())
         found[str(path.relative_to(out))] = summary["test_accuracy"]
