@@ -25,6 +25,8 @@ import attacks
 from attacks import norms
 from attacks.checks import check_clip
 
+from .trust import curve_flags, model_flags, wilson
+
 TARGETS = ("random", "least-likely")
 
 # The attack's own result must respect the budget up to this (float rounding).
@@ -70,6 +72,9 @@ class Curve:
         n_excluded: Samples left out because their true label is the `int` target.
         settings: The attack's full settings (defaults filled in), JSON-ready.
         seconds: Wall-clock time of the whole evaluation.
+        intervals: Per eps, the 95% Wilson interval `[low, high]` of the accuracy.
+        flags: Warnings that the evaluation may not be trusted, each
+            `{"code", "message"}` (see `advkit.trust`).
         checks: Per eps, `max_norm` (largest perturbation norm seen),
             `nan_count`, `min` / `max` of the adversarial inputs (None when no
             sample was attacked at that eps), `attacked` (samples attacked) and
@@ -90,6 +95,8 @@ class Curve:
     settings: dict[str, Any]
     seconds: float
     checks: list[dict[str, Any]]
+    intervals: list[list[float]] = field(default_factory=list)
+    flags: list[dict[str, str]] = field(default_factory=list)
     passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0})
     examples: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
@@ -112,12 +119,17 @@ class Curve:
         Raises:
             ValueError: When a field is missing.
         """
-        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("passes", "examples")]
+        optional = ("intervals", "flags", "passes", "examples")
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in optional]
         missing = [name for name in names if name not in d]
         if missing:
             raise ValueError(f"curve dict must have the fields {names}, missing {missing}")
-        passes = d.get("passes", {"forward": 0, "backward": 0})
-        return cls(**{name: d[name] for name in names}, passes=dict(passes))
+        return cls(
+            **{name: d[name] for name in names},
+            intervals=[list(i) for i in d.get("intervals", [])],
+            flags=list(d.get("flags", [])),
+            passes=dict(d.get("passes", {"forward": 0, "backward": 0})),
+        )
 
 
 def robustness_curve(
@@ -202,6 +214,7 @@ def robustness_curve(
     if incremental:  # nested balls: each eps keeps every success of the smaller ones
         assert run.accuracy == sorted(run.accuracy, reverse=True), run.accuracy
         assert run.success_rate == sorted(run.success_rate), run.success_rate
+    clip = attack_kw.get("clip", attack_options(attack).get("clip", (0.0, 1.0)))
     return Curve(
         epsilons=epsilons,
         accuracy=run.accuracy,
@@ -212,6 +225,8 @@ def robustness_curve(
         settings=_settings(attack, norm, target, seed, batch_size, incremental, attack_kw),
         seconds=time.perf_counter() - started,
         checks=run.checks,
+        intervals=[list(wilson(round(a * run.n), run.n)) for a in run.accuracy],
+        flags=run.flags + curve_flags(epsilons, run.accuracy, norm, clip),
         passes={"forward": passes.forward, "backward": passes.backward},
         examples=run.examples,
     )
@@ -247,6 +262,10 @@ class _Evaluation:
         self.n = len(self.y)
         clean_logits, self.clean_check = _clean_pass(model, x, self.index, batch_size, device)
         self.targets = _targets(target, self.y, clean_logits, rng)
+        first = self.index[: min(batch_size, self.n)]
+        self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
+        for f in self.flags:
+            warnings.warn(f["message"], UserWarning, stacklevel=3)
         everyone = torch.arange(self.n)
         self.clean_fooled = clean_logits.argmax(dim=1) != self.y
         self.clean_reached = self.succeeded(clean_logits.argmax(dim=1), everyone)
@@ -418,10 +437,7 @@ def _check_epsilons(
 def _clean_pass(
     model: nn.Module, x: torch.Tensor, index: torch.Tensor, batch_size: int, device: torch.device
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Clean logits `(n, K)` on the CPU for `x[index]`, and the eps-0 checks.
-
-    Warns about models that make attack results unreliable.
-    """
+    """Clean logits `(n, K)` on the CPU for `x[index]`, and the eps-0 checks."""
     logits = []
     check = _Check()
     with torch.no_grad(), attacks.eval_mode(model):
@@ -434,33 +450,10 @@ def _clean_pass(
                         "model must map x to logits of shape (N, K) with K >= 2, "
                         f"got {tuple(out.shape)} for N={len(x_batch)}"
                     )
-                _warn_if_suspicious(model, x_batch, out)
             logits.append(out.float().cpu())
             check.add(torch.zeros_like(x_batch), x_batch, "linf")
     # Eps 0 attacks nothing; the checks describe the clean inputs.
     return torch.cat(logits), {**check.result(0.0, "linf"), "attacked": 0}
-
-
-def _warn_if_suspicious(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> None:
-    """Warn about outputs that look like probabilities, and about stochastic models."""
-    if (
-        logits.ndim == 2
-        and bool(((logits >= 0) & (logits <= 1)).all())
-        and torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
-    ):
-        warnings.warn(
-            "model outputs look like probabilities (rows in [0, 1] summing to 1), not logits: "
-            "gradients through a softmax vanish and attacks will look weaker than they are",
-            UserWarning,
-            stacklevel=5,
-        )
-    if not torch.allclose(attacks.logits_of(model(x)), logits, rtol=1e-4, atol=1e-5):
-        warnings.warn(
-            "two eval-mode forward passes of the model on the same inputs differ: a stochastic "
-            "model makes attack gradients and robustness numbers unreliable",
-            UserWarning,
-            stacklevel=5,
-        )
 
 
 def _targets(
