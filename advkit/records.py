@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,9 +244,10 @@ def _check_layout(d: Any) -> None:
     curve, settings = d["curve"], d["settings"]
     if not isinstance(curve, dict) or not isinstance(settings, dict):
         raise ValueError("'curve' and 'settings' must be objects")
-    eps, acc, rate = curve.get("epsilons"), curve.get("accuracy"), curve.get("success_rate")
-    if not all(isinstance(v, list) for v in (eps, acc, rate)) or not eps:
+    lists = [curve.get(k) for k in ("epsilons", "accuracy", "success_rate")]
+    if not all(isinstance(v, list) for v in lists) or not lists[0]:
         raise ValueError("the curve needs lists epsilons, accuracy and success_rate")
+    eps, acc, rate = (list(v or []) for v in lists)
     if not (len(eps) == len(acc) == len(rate)):
         raise ValueError("the curve's lists differ in length")
     if not all(_number(v) for v in [*eps, *acc, *rate]):
@@ -256,7 +258,7 @@ def _check_layout(d: Any) -> None:
         raise ValueError(f"unknown norm {settings.get('norm')!r}")
 
 
-def record_path(run_dir: str | Path, settings: AttackSettings) -> Path:
+def record_path(run_dir: str | os.PathLike, settings: AttackSettings) -> Path:
     """Where the record of `settings` on the run lives."""
     return Path(run_dir) / RECORD_DIR / f"{settings.name}.json"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -89,21 +90,28 @@ def format_table(record: AttackRecord) -> str:
         f"{record.run}: {record.name}  ({samples}, clean accuracy {curve.clean_accuracy:.4f}, "
         f"{curve.seconds:.1f}s, {cost['forward']:.1f} forward + {cost['backward']:.1f} "
         "backward passes per sample)",
-        f"{'eps (' + unit + ')':>14} {'accuracy':>9} {'success':>8} {'max norm':>9}",
+        f"{'eps (' + unit + ')':>14} {'accuracy':>9} {'success':>8} {'max norm':>9} "
+        f"{'95% interval':>15} {'fwd+bwd/sample':>14}",
     ]
     untouched = False
-    for eps, acc, rate, check in zip(
-        curve.epsilons, curve.accuracy, curve.success_rate, curve.checks, strict=True
+    intervals = curve.intervals or [[math.nan, math.nan]] * len(curve.epsilons)
+    for eps, acc, rate, check, (low, high) in zip(
+        curve.epsilons, curve.accuracy, curve.success_rate, curve.checks, intervals, strict=True
     ):
         if not check or check.get("max_norm") is None:
             norm, untouched = "-", untouched or eps > 0
         else:
             norm = f"{check['max_norm']:.4f}"
-        lines.append(f"{eps:>14.4g} {acc:>9.4f} {rate:>8.4f} {norm:>9}")
+        spent = (check.get("forward", 0) + check.get("backward", 0)) / max(curve.n_samples, 1)
+        interval = f"[{low:.3f}, {high:.3f}]"
+        lines.append(
+            f"{eps:>14.4g} {acc:>9.4f} {rate:>8.4f} {norm:>9} {interval:>15} {spent:>14.1f}"
+        )
     if untouched:
         lines.append("(max norm '-': no sample was left to attack at that eps)")
     if curve.n_excluded:
         lines.append(f"({curve.n_excluded} samples of class {settings.target} left out)")
+    lines += [f"! {flag['message']}" for flag in curve.flags]
     return "\n".join(lines)
 
 

@@ -351,8 +351,8 @@ def test_a_table_row_with_nothing_left_to_attack_says_so(run):
     # At eps 0.5 PGD fools every sample; eps 0.6 then has nothing left to attack.
     result = invoke(run, "--eps", "0,0.5,0.6", "--limit", "8", "--steps", "10")
     assert result.exit_code == 0, result.output
-    last = result.stdout.splitlines()[-2 if "no sample" in result.stdout else -1]
-    assert last.split()[-1] == "-"
+    (last,) = [line for line in result.stdout.splitlines() if line.split()[0] == "0.6"]
+    assert last.split()[3] == "-"
     assert "no sample was left to attack" in result.stdout
 
 
