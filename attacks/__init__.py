@@ -1,4 +1,4 @@
-"""Adversarial attacks on PyTorch classifiers: FGSM and PGD, L2 and L-inf, targeted or not.
+"""Adversarial attacks on PyTorch classifiers: FGSM, PGD, APGD and Square; L2 and L-inf.
 
 ```python
 import attacks
@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from attacks.apgd import apgd
 from attacks.fgsm import fgsm
 from attacks.losses import LOSSES
 from attacks.norms import NORMS
@@ -24,7 +25,7 @@ from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits
 Attack = Callable[..., torch.Tensor]
 
 # Name -> attack function; callers learn an attack's options from its signature.
-ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd}
+ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
 
 __all__ = [
     "ATTACKS",
@@ -32,6 +33,7 @@ __all__ = [
     "NORMS",
     "Attack",
     "Passes",
+    "apgd",
     "attack_mode",
     "count_passes",
     "eval_mode",
