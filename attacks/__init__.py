@@ -21,11 +21,12 @@ from attacks.losses import LOSSES
 from attacks.norms import NORMS
 from attacks.pgd import pgd
 from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits_of
+from attacks.square import square
 
 Attack = Callable[..., torch.Tensor]
 
 # Name -> attack function; callers learn an attack's options from its signature.
-ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
+ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
 
 __all__ = [
     "ATTACKS",
@@ -40,4 +41,5 @@ __all__ = [
     "fgsm",
     "logits_of",
     "pgd",
+    "square",
 ]
