@@ -215,7 +215,7 @@ def _pattern(rows: int, cols: int, axis: int, like: torch.Tensor) -> torch.Tenso
         return torch.ones(rows, cols, device=like.device, dtype=like.dtype)
     half, rest = list(sizes), list(sizes)
     half[axis], rest[axis] = sizes[axis] // 2, sizes[axis] - sizes[axis] // 2
-    both = torch.cat([_peak(*half, like), -_peak(*rest, like)], dim=axis)
+    both = torch.cat([_peak(half[0], half[1], like), -_peak(rest[0], rest[1], like)], dim=axis)
     return both / torch.linalg.vector_norm(both)
 
 
