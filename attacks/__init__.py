@@ -1,4 +1,4 @@
-"""Adversarial attacks on PyTorch classifiers: FGSM and PGD, L2 and L-inf, targeted or not.
+"""Adversarial attacks on PyTorch classifiers: FGSM, PGD, APGD and Square; L2 and L-inf.
 
 ```python
 import attacks
@@ -15,16 +15,18 @@ from collections.abc import Callable
 
 import torch
 
+from attacks.apgd import apgd
 from attacks.fgsm import fgsm
 from attacks.losses import LOSSES
 from attacks.norms import NORMS
 from attacks.pgd import pgd
 from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits_of
+from attacks.square import square
 
 Attack = Callable[..., torch.Tensor]
 
 # Name -> attack function; callers learn an attack's options from its signature.
-ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd}
+ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
 
 __all__ = [
     "ATTACKS",
@@ -32,10 +34,12 @@ __all__ = [
     "NORMS",
     "Attack",
     "Passes",
+    "apgd",
     "attack_mode",
     "count_passes",
     "eval_mode",
     "fgsm",
     "logits_of",
     "pgd",
+    "square",
 ]

@@ -11,7 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "lecture", "margin")
+LOSSES = ("ce", "lecture", "margin", "dlr")
+
+# Keeps the DLR ratio finite where the top logits tie (the paper's constant).
+DLR_FLOOR = 1e-12
 
 
 def _largest_other(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -23,6 +26,31 @@ def _largest_other(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """`z_label - max_{j != label} z_j`: positive when `label` is the prediction."""
     return logits.gather(1, labels[:, None]).squeeze(1) - _largest_other(logits, labels)
+
+
+def _dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """The difference-of-logits ratio, larger is better for the attacker (see `objective`).
+
+    The denominator, a spread of the sorted logits `z_(1) >= z_(2) >= ...`,
+    makes the loss invariant to shifting and scaling the logits. It needs the
+    third (untargeted) or the third and fourth (targeted) largest logit: with
+    fewer classes the last one stands in (K = 3 targeted: `z_(1) - z_(3)`),
+    and with K = 2 every ratio would be +-1 with a zero gradient, so the
+    denominator is 1 and DLR is the margin loss.
+    """
+    k = logits.shape[1]
+    if target is None:
+        numerator = -_margin(logits, y)
+    else:
+        numerator = (logits.gather(1, target[:, None]) - logits.gather(1, y[:, None])).squeeze(1)
+    if k < 3:
+        return numerator
+    top = logits.topk(min(k, 4), dim=1).values  # (N, min(K, 4)), sorted descending
+    if target is None:
+        spread = top[:, 0] - top[:, 2]
+    else:
+        spread = top[:, 0] - (top[:, 2] + top[:, -1]) / 2
+    return numerator / (spread + DLR_FLOOR)
 
 
 def objective(
@@ -39,6 +67,11 @@ def objective(
     - `"margin"`: the Carlini-Wagner logit margin
       (https://arxiv.org/abs/1608.04644): untargeted
       `max_{j != y} z_j - z_y`; targeted `z_t - max_{j != t} z_j`.
+    - `"dlr"`: the difference-of-logits ratio of Croce & Hein 2020
+      (https://arxiv.org/abs/2003.01690), with sorted logits
+      `z_(1) >= z_(2) >= ...`: untargeted
+      `(max_{j != y} z_j - z_y) / (z_(1) - z_(3))`; targeted
+      `(z_t - z_y) / (z_(1) - (z_(3) + z_(4)) / 2)`. Small K: see `_dlr`.
 
     Args:
         logits: The model's outputs.
@@ -52,6 +85,8 @@ def objective(
     Shape:
         logits `(N, K)`, y `(N,)`, target `(N,)` or None -> `(N,)`.
     """
+    if loss == "dlr":
+        return _dlr(logits, y, target)
     if target is None:
         if loss == "margin":
             return -_margin(logits, y)
@@ -75,7 +110,7 @@ def total(
     Shape:
         logits `(N, K)`, y `(N,)`, target `(N,)` or None -> `()`.
     """
-    if target is None and loss != "margin":
+    if target is None and loss in ("ce", "lecture"):
         return F.cross_entropy(logits, y, reduction="sum")
     return objective(logits, y, target, loss).sum()
 

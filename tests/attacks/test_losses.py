@@ -71,3 +71,50 @@ def test_succeeded_untargeted_means_misclassified_and_targeted_means_at_target()
 def test_ce_value_matches_the_formula():
     expected = math.log(math.exp(1) + math.exp(3) + math.exp(2)) - 1
     assert losses.objective(LOGITS, Y, None, "ce")[0].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_untargeted_dlr_by_hand():
+    # Sample 0: sorted 3, 2, 1; (max_other - z_y) / (z1 - z3) = (3 - 1) / (3 - 1) = 1.
+    # Sample 1: sorted 4, 0, -1; (0 - 4) / (4 - (-1)) = -0.8.
+    value = losses.objective(LOGITS, Y, None, "dlr")
+    assert torch.allclose(value, torch.tensor([1.0, -0.8]))
+
+
+def test_targeted_dlr_by_hand_with_three_classes_uses_the_third_logit_twice():
+    # Sample 0: (z_t - z_y) / (z1 - (z3 + z3) / 2) = (2 - 1) / (3 - 1) = 0.5.
+    # Sample 1: (-1 - 4) / (4 - (-1)) = -1.
+    value = losses.objective(LOGITS, Y, TARGET, "dlr")
+    assert torch.allclose(value, torch.tensor([0.5, -1.0]))
+
+
+def test_dlr_with_four_classes_follows_the_paper():
+    logits = torch.tensor([[4.0, 1.0, 3.0, 0.0]])
+    y, target = torch.tensor([0]), torch.tensor([2])
+    # Untargeted: (3 - 4) / (4 - 1); targeted: (3 - 4) / (4 - (1 + 0) / 2).
+    assert losses.objective(logits, y, None, "dlr").item() == pytest.approx(-1 / 3)
+    assert losses.objective(logits, y, target, "dlr").item() == pytest.approx(-1 / 3.5)
+
+
+def test_dlr_with_two_classes_is_the_margin():
+    # The ratio would be +-1 with a zero gradient; the denominator is 1 instead.
+    logits = torch.tensor([[1.0, 3.0], [2.5, -1.0]])
+    y, target = torch.tensor([0, 0]), torch.tensor([1, 1])
+    for labels in (None, target):
+        dlr = losses.objective(logits, y, labels, "dlr")
+        assert torch.equal(dlr, losses.objective(logits, y, labels, "margin"))
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_dlr_ignores_shifting_and_scaling_the_logits(targeted):
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(16) % 10
+    target = (y + 3) % 10 if targeted else None
+    value = losses.objective(logits, y, target, "dlr")
+    assert torch.allclose(losses.objective(7.0 * logits - 2.0, y, target, "dlr"), value)
+
+
+def test_dlr_is_finite_where_the_top_logits_tie():
+    logits = torch.tensor([[5.0, 5.0, 5.0, 1.0]], requires_grad=True)
+    value = losses.objective(logits, torch.tensor([3]), None, "dlr")
+    (grad,) = torch.autograd.grad(value.sum(), logits)
+    assert torch.isfinite(value).all() and value.item() > 0 and torch.isfinite(grad).all()

@@ -1,6 +1,11 @@
-"""The contract every attack keeps, checked as properties over norm x targeted x loss."""
+"""The contract every attack keeps, checked as properties over norm x targeted x loss.
+
+Every entry of `attacks.ATTACKS` is checked, with the options it takes (read
+from its signature) set small so that each call runs in milliseconds.
+"""
 
 import functools
+import inspect
 
 import pytest
 import torch
@@ -10,12 +15,33 @@ from hypothesis import strategies as st
 import attacks
 from attacks import norms
 
-ATTACKS = {
-    "fgsm": attacks.fgsm,
-    "pgd": functools.partial(attacks.pgd, steps=3),
-    "pgd-restarts": functools.partial(attacks.pgd, steps=2, restarts=2, early_stop=True),
-}
+FAST = {"steps": 3, "queries": 12}
+WITH_RESTARTS = {"steps": 2, "queries": 6, "restarts": 2, "early_stop": True}
+
+
+def takes(attack, option: str) -> bool:
+    return option in inspect.signature(attack).parameters
+
+
+def configured(attack, options: dict):
+    """`attack` with those of `options` it takes."""
+    return functools.partial(attack, **{k: v for k, v in options.items() if takes(attack, k)})
+
+
+ATTACKS = {name: configured(attack, FAST) for name, attack in attacks.ATTACKS.items()}
+ATTACKS.update(
+    {
+        f"{name}-restarts": configured(attack, WITH_RESTARTS)
+        for name, attack in attacks.ATTACKS.items()
+        if takes(attack, "restarts")
+    }
+)
 CLASSES = 4
+
+
+def test_every_registered_attack_is_checked():
+    assert set(attacks.ATTACKS) <= set(ATTACKS)
+    assert {"fgsm", "pgd", "apgd", "square"} <= set(attacks.ATTACKS)
 
 
 def case(seed: int, n: int, targeted: bool):
@@ -47,7 +73,7 @@ def test_attack_contract(
         torch.rand(n, generator=torch.Generator().manual_seed(seed)) * eps if per_sample else eps
     )
     options = {"norm": norm, "target": target, "loss": loss}
-    if name != "fgsm":
+    if takes(ATTACKS[name], "generator"):
         options["generator"] = torch.Generator().manual_seed(seed)
     rng_state = torch.get_rng_state()
 
@@ -60,7 +86,7 @@ def test_attack_contract(
     limit = budget if per_sample else torch.full((n,), eps)
     assert (norms.norm_of(x_adv - x, norm) <= limit + 1e-6).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    if name != "fgsm":
+    if takes(ATTACKS[name], "generator"):
         options["generator"] = torch.Generator().manual_seed(seed)
     assert torch.equal(x_adv, ATTACKS[name](model, x, y, budget, **options))
 
@@ -94,8 +120,13 @@ def test_flat_inputs_without_clipping(make_flat_model, name, norm, seed, eps):
 @pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
 @pytest.mark.parametrize(
     "attack",
-    [attacks.fgsm, functools.partial(attacks.pgd, random_start=False, early_stop=True)],
-    ids=["fgsm", "pgd"],
+    [
+        attacks.fgsm,
+        functools.partial(attacks.pgd, random_start=False, early_stop=True),
+        functools.partial(attacks.apgd, steps=10, random_start=False, early_stop=True),
+        functools.partial(attacks.apgd, steps=10, random_start=False, loss="dlr"),
+    ],
+    ids=["fgsm", "pgd", "apgd", "apgd-dlr"],
 )
 def test_batch_of_attacks_equals_attacks_of_its_halves(make_flat_model, attack, targeted, norm):
     model = make_flat_model()
