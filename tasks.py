@@ -1,7 +1,7 @@
 """Set up .venv and run the project's jobs; needs nothing but Python 3.10+.
 
     python3 tasks.py demo [ARGS]   the course pipeline on digits -> runs/, report/index.html
-    python3 tasks.py test [ARGS]   the whole test suite (ARGS go to pytest)
+    python3 tasks.py test [ARGS]   lint (ruff, mypy), then the whole test suite (ARGS go to pytest)
     python3 tasks.py bench [ARGS]  the benchmark suite -> BENCHMARKS.md
 
 The first call creates .venv and installs advkit with its dev extras there;
@@ -22,6 +22,13 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed"
+
+# Run before the tests by `test`, so CI enforces them.
+LINT = [
+    ["-m", "ruff", "check", "."],
+    ["-m", "ruff", "format", "--check", "."],
+    ["-m", "mypy", "attacks", "models", "advkit"],
+]
 
 JOBS = {
     "demo": ["scripts/course.py", "--out", "runs", "--report", "report"],
@@ -55,6 +62,12 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     # Two cores and OpenMP spin-waiting make torch crawl when anything else runs (BENCHMARKING.md).
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    if job == "test":
+        for command in LINT:
+            print(f"lint: {' '.join(command[1:])}", file=sys.stderr)
+            code = subprocess.run([str(PYTHON), *command], cwd=ROOT, env=env).returncode
+            if code:
+                return code
     return subprocess.run([str(PYTHON), *JOBS[job], *extra], cwd=ROOT, env=env).returncode
 
 

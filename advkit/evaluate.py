@@ -33,7 +33,7 @@ TARGETS = ("random", "least-likely")
 NORM_TOLERANCE = 1e-6
 
 # Options of an attack that robustness_curve sets itself.
-_SET_BY_THE_CURVE = ("norm", "target", "generator")
+_SET_BY_THE_CURVE = ("norm", "target", "generator", "log")
 
 
 def attack_options(attack: str) -> dict[str, Any]:
@@ -312,6 +312,9 @@ class _Evaluation:
             if takes(attack, "generator"):
                 generator = torch.Generator(device=self.device).manual_seed(self.eps_seeds[i])
                 options = {**options, "generator": generator}
+        stages: list[dict[str, Any]] = []
+        if takes(attack, "log"):  # an attack made of stages reports each
+            options = {**options, "log": stages}
         with attacks.count_passes(self.model) as passes:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
@@ -321,7 +324,8 @@ class _Evaluation:
         if progress is not None and not len(todo):
             progress(i, 0, 0)
         result = self.clean_check if eps == 0 else check.result(eps, options["norm"])
-        self.checks.append({**result, "forward": passes.forward, "backward": passes.backward})
+        spent = {"forward": passes.forward, "backward": passes.backward}
+        self.checks.append({**result, **spent, **({"stages": _merge(stages)} if stages else {})})
         self.accuracy.append(int((~self.fooled).sum()) / self.n)
         self.success_rate.append(int(self.reached.sum()) / self.n)
         if self.examples is not None:
@@ -351,6 +355,17 @@ class _Evaluation:
         if self.examples is not None:
             kept = batch < len(self.examples["x"])
             self.examples["current"][batch[kept]] = x_adv[kept.to(x_adv.device)].cpu()
+
+
+def _merge(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sum the per-batch logs of a staged attack into one entry per stage, in order."""
+    merged: dict[str, dict[str, Any]] = {}
+    for entry in stages:
+        into = merged.setdefault(entry["stage"], {"stage": entry["stage"]})
+        for key, value in entry.items():
+            if key != "stage":
+                into[key] = into.get(key, 0) + value
+    return list(merged.values())
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -22,11 +22,18 @@ from attacks.norms import NORMS
 from attacks.pgd import pgd
 from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits_of
 from attacks.square import square
+from attacks.strong import strong
 
 Attack = Callable[..., torch.Tensor]
 
 # Name -> attack function; callers learn an attack's options from its signature.
-ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
+ATTACKS: dict[str, Attack] = {
+    "fgsm": fgsm,
+    "pgd": pgd,
+    "apgd": apgd,
+    "square": square,
+    "strong": strong,
+}
 
 __all__ = [
     "ATTACKS",
@@ -42,4 +49,5 @@ __all__ = [
     "logits_of",
     "pgd",
     "square",
+    "strong",
 ]
