@@ -1,9 +1,11 @@
-"""Adversarial attacks on PyTorch classifiers: FGSM and PGD, L2 and L-inf, targeted or not.
+"""Adversarial attacks on PyTorch classifiers: FGSM, PGD, MI-FGSM, L2 and L-inf, targeted or not.
 
 ```python
 import attacks
 x_adv = attacks.pgd(model, x, y, 8 / 255, norm="linf", steps=10)
 attack = attacks.ATTACKS["pgd"]     # every attack by name
+# Transfer: craft on an ensemble of source models with momentum and input diversity.
+x_adv = attacks.mifgsm(attacks.Ensemble([mlp, cnn]), x, y, 0.2, diversity=0.5)
 ```
 
 Every attack has the shape `fn(model, x, y, eps, *, norm, target, loss, clip, ...)`;
@@ -15,8 +17,10 @@ from collections.abc import Callable
 
 import torch
 
+from attacks.ensemble import Ensemble
 from attacks.fgsm import fgsm
 from attacks.losses import LOSSES
+from attacks.mifgsm import mifgsm
 from attacks.norms import NORMS
 from attacks.pgd import pgd
 from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits_of
@@ -24,18 +28,20 @@ from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits
 Attack = Callable[..., torch.Tensor]
 
 # Name -> attack function; callers learn an attack's options from its signature.
-ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd}
+ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "mifgsm": mifgsm}
 
 __all__ = [
     "ATTACKS",
     "LOSSES",
     "NORMS",
     "Attack",
+    "Ensemble",
     "Passes",
     "attack_mode",
     "count_passes",
     "eval_mode",
     "fgsm",
     "logits_of",
+    "mifgsm",
     "pgd",
 ]
