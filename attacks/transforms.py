@@ -137,6 +137,15 @@ def gaussian_kernel(
     as the translation-invariant attack (Dong et al. 2019) and torchattacks' TIFGSM
     build theirs. `size=1` is the identity kernel `[[1]]`.
 
+    Args:
+        size: Side of the kernel, an odd int >= 1.
+        sigma: Standard deviation in pixels, > 0; None for `(size - 1) / 6`.
+        dtype: The kernel's dtype.
+        device: The kernel's device.
+
+    Returns:
+        The kernel.
+
     Raises:
         ValueError: If `size` is not an odd int >= 1 or `sigma` is not > 0.
 
