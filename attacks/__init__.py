@@ -1,9 +1,11 @@
-"""Adversarial attacks on PyTorch classifiers: FGSM, PGD, APGD and Square; L2 and L-inf.
+"""Adversarial attacks on PyTorch classifiers: FGSM, PGD, APGD, Square, MI-FGSM, strong; L2, L-inf.
 
 ```python
 import attacks
 x_adv = attacks.pgd(model, x, y, 8 / 255, norm="linf", steps=10)
 attack = attacks.ATTACKS["pgd"]     # every attack by name
+# Transfer: craft on an ensemble of source models with momentum and input diversity.
+x_adv = attacks.mifgsm(attacks.Ensemble([mlp, cnn]), x, y, 0.2, diversity=0.5)
 ```
 
 Every attack has the shape `fn(model, x, y, eps, *, norm, target, loss, clip, ...)`;
@@ -16,8 +18,10 @@ from collections.abc import Callable
 import torch
 
 from attacks.apgd import apgd
+from attacks.ensemble import Ensemble
 from attacks.fgsm import fgsm
 from attacks.losses import LOSSES
+from attacks.mifgsm import mifgsm
 from attacks.norms import NORMS
 from attacks.pgd import pgd
 from attacks.runtime import Passes, attack_mode, count_passes, eval_mode, logits_of
@@ -32,6 +36,7 @@ ATTACKS: dict[str, Attack] = {
     "pgd": pgd,
     "apgd": apgd,
     "square": square,
+    "mifgsm": mifgsm,
     "strong": strong,
 }
 
@@ -40,6 +45,7 @@ __all__ = [
     "LOSSES",
     "NORMS",
     "Attack",
+    "Ensemble",
     "Passes",
     "apgd",
     "attack_mode",
@@ -47,6 +53,7 @@ __all__ = [
     "eval_mode",
     "fgsm",
     "logits_of",
+    "mifgsm",
     "pgd",
     "square",
     "strong",
