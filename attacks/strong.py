@@ -19,7 +19,7 @@ from torch import nn
 
 from attacks import checks, losses
 from attacks.apgd import apgd
-from attacks.runtime import count_passes, eval_mode, logits_of
+from attacks.runtime import count_passes, eval_mode
 from attacks.square import square
 
 
@@ -86,8 +86,9 @@ def strong(
     if generator is None:
         generator = torch.Generator(device=p.x.device).manual_seed(0)
     best = p.original.clone()
-    fooled = _succeeded(model, p, best)
+    fooled = torch.zeros(len(best), dtype=torch.bool, device=best.device)
     common = {"norm": norm, "clip": clip, "generator": generator}
+    first = f"apgd-{p.loss}"
     for stage, attack, options in _stages(model, p, steps, targets, targeted_steps, queries):
         todo = (~fooled).nonzero().squeeze(1)
         if not len(todo):
@@ -101,7 +102,10 @@ def strong(
                 target=stage_target, **common, **options,
             )  # fmt: skip
             hit = _succeeded(model, p.select(todo), point)
-        best[todo[hit]], fooled[todo[hit]] = point[hit], True
+        # The first stage's points stand for samples nothing fools; later stages
+        # replace them only where they succeed.
+        keep = torch.ones_like(hit) if stage == first else hit
+        best[todo[keep]], fooled[todo[hit]] = point[keep], True
         if log is not None:
             log.append(
                 {"stage": stage, "attacked": len(todo), "fooled": int(hit.sum()),
@@ -136,7 +140,7 @@ def _stages(
 def _top_classes(model: nn.Module, p: checks.Problem, k: int) -> list[torch.Tensor]:
     """Per rank, each sample's `rank`-th most likely wrong class by the clean logits."""
     with torch.no_grad(), eval_mode(model):
-        logits = logits_of(model(p.original)).float()
+        logits = p.logits(model, p.x, check=True)
     k = min(k, logits.shape[1] - 1)
     ranked = logits.scatter(1, p.y[:, None], float("-inf")).argsort(dim=1, descending=True)
     return [ranked[:, rank] for rank in range(k)]
@@ -144,4 +148,4 @@ def _top_classes(model: nn.Module, p: checks.Problem, k: int) -> list[torch.Tens
 
 def _succeeded(model: nn.Module, p: checks.Problem, point: torch.Tensor) -> torch.Tensor:
     with torch.no_grad(), eval_mode(model):
-        return losses.succeeded(logits_of(model(point)), p.y, p.target)
+        return losses.succeeded(p.logits(model, point.to(p.x.dtype), check=True), p.y, p.target)
