@@ -35,7 +35,9 @@ NEW_DOCUMENT = "# advkit benchmarks\n\nMethodology: see BENCHMARKS.md in the rep
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--only", multiple=True, type=click.Choice(list(SUITES)), help="Run only this suite (repeatable) [default: all].")  # fmt: skip
+@click.option(
+    "--only", multiple=True, type=click.Choice(list(SUITES)), help="Only this suite (repeatable)."
+)
 @click.option("--quick", is_flag=True, help="A fast smoke version of each suite.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Update the tables in this file.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))

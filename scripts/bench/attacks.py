@@ -71,9 +71,7 @@ def trained_models(s: Settings, device: torch.device) -> tuple[dict[str, nn.Modu
     data, found, accuracy = load_dataset("digits"), {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for name in s.models:
-            log(
-                f"training {name} on digits ({s.train_epochs or models.DEFAULT_EPOCHS[name]} epochs)"
-            )
+            log(f"training {name} ({s.train_epochs or models.DEFAULT_EPOCHS[name]} epochs)")
             config = TrainConfig(model=name, epochs=s.train_epochs)
             summary = train(config, Path(tmp) / name, dataset=data, device=device)
             found[name], _ = load_run(Path(tmp) / name, device=device)
@@ -124,19 +122,15 @@ def step_rows(name: str, model: nn.Module, x, y, s: Settings, device: torch.devi
             warmup={"floor": lambda: floor(1), "fgsm": lambda: fgsm(1)},
             **timing,
         )
-        rows += [
-            per_step,
-            Row(
-                f"FGSM, {name}, {norm} eps={eps:g}",
-                [v / n for v in t["fgsm"]],
-                ratios=ratios(t["fgsm"], t["floor"]),
-                note="ratio: / one forward+backward",
-            ),
-            Row(
-                f"floor: one forward+backward, {name}, {len(x)} samples",
-                [v / n for v in t["floor"]],
-            ),
-        ]
+        fgsm_row = Row(f"FGSM, {name}, {norm} eps={eps:g}", [v / n for v in t["fgsm"]])
+        fgsm_row.ratios, fgsm_row.note = (
+            ratios(t["fgsm"], t["floor"]),
+            "ratio: / one forward+backward",
+        )
+        floor_row = Row(
+            f"floor: one forward+backward, {name}, {len(x)} samples", [v / n for v in t["floor"]]
+        )
+        rows += [per_step, fgsm_row, floor_row]
     return rows
 
 
@@ -248,7 +242,7 @@ def _cell(values: Sequence[float]) -> str:
 
 
 def accuracy_table(title: str, epsilons: Sequence[float], found: dict, n: int) -> str:
-    """Robust accuracy per eps (median, min-max over rounds); incremental - from scratch per round."""
+    """Robust accuracy per eps (median, min-max over rounds); incremental - scratch per round."""
     rows, violations = [], 0
     for i, eps in enumerate(epsilons):
         column = {key: [run[i] for run in runs] for key, runs in found.items()}

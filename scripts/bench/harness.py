@@ -44,7 +44,7 @@ def interleaved(
     sync: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Time each function once per round, in alternating rounds; per name, the seconds of each round.
+    """Time each function once per round, in alternating rounds; per name, each round's seconds.
 
     Each function is first called once untimed through `warmup` (default:
     itself). Round r calls the functions in order when r is even and in

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -187,7 +188,7 @@ def bench(s: Settings, device: torch.device) -> list[Section]:
             ]
             section.rows.append(
                 Row(f"peak RSS above pre-call RSS, {allocator}, {n} samples", peak, "MB",
-                    [a / b for a, b in zip(peak, small, strict=True)],
+                    [a / b if b > 0 else math.nan for a, b in zip(peak, small, strict=True)],
                     target if n == last else None, f"ratio: / at {first}")
             )  # fmt: skip
     for n, runs in found.items():

@@ -136,38 +136,36 @@ def bench(s: Settings, device: torch.device) -> list[Section]:
     adam = "Adam(fused=True)" if found["fused"] else "Adam (no fused kernel here)"
     advkit = f"advkit.train.train, {n} images + validation + checkpoint each epoch"
     peer = "torchvision MNIST(transform=ToTensor()) + DataLoader(shuffle=True)"
-    per_sample = "ratio: / torchvision MNIST + DataLoader, per training sample"
-    b = s.batch_size
-    section = Section(f"Samples per second ({s.model} (1, 28, 28), Adam, {s.epochs} epochs)")
-    section.rows = [
-        Row(advkit, rate("advkit"), "samples/s", ratios(rate("advkit"), rate("plain")),
-            (">=", 0.95), f"batch {b}; ratio: / plain loop with the same optimizer"),
-        Row(advkit, rate("advkit"), "samples/s", ratios(rate("advkit"), rate("torchvision")),
-            (">=", 3.0), f"batch {b}; {per_sample}"),
-        Row("advkit.train.train epoch", [v / s.epochs for v in t["advkit"]], "s",
-            ratios(t["torchvision"], t["advkit"]),
-            note=f"batch {b}; ratio: torchvision epoch / advkit epoch"),
-        Row(f"plain PyTorch loop, {n} images, advkit's optimizer ({adam})", rate("plain"),
-            "samples/s", ratios(rate("plain"), rate("torchvision")),
-            note="ratio: / torchvision; the most any loop over this model gets"),
-        Row(f"plain PyTorch loop, {n} images, torch.optim.Adam defaults", rate("plain-default"),
-            "samples/s", ratios(rate("plain-default"), rate("torchvision")),
-            note="ratio: / torchvision"),
-        Row(f"{peer} with advkit's optimizer ({adam}), {n_peer} images",
-            rate("torchvision-fused"), "samples/s",
-            ratios(rate("advkit"), rate("torchvision-fused")),
-            note="ratio: advkit / this; the data pipeline's share alone"),
-        Row(f"{peer}, torch.optim.Adam defaults, {n_peer} images", rate("torchvision"),
-            "samples/s", note=f"batch {b}"),
+    peer_rate = "ratio: / torchvision MNIST + DataLoader, per training sample"
+    b, big, plain = s.batch_size, s.large_batch, f"plain PyTorch loop, {n} images"
+    # what, the loop whose rate it shows, the rates whose per-round ratio it gives, target, note
+    spec = [
+        (advkit, "advkit", ("advkit", "plain"), (">=", 0.95),
+         f"batch {b}; ratio: / plain loop with the same optimizer"),
+        (advkit, "advkit", ("advkit", "torchvision"), (">=", 3.0), f"batch {b}; {peer_rate}"),
+        (f"{plain}, advkit's optimizer ({adam})", "plain", ("plain", "torchvision"), None,
+         "ratio: / torchvision; the most any loop over this model gets"),
+        (f"{plain}, torch.optim.Adam defaults", "plain-default", ("plain-default", "torchvision"),
+         None, "ratio: / torchvision"),
+        (f"{peer} with advkit's optimizer ({adam}), {n_peer} images", "torchvision-fused",
+         ("advkit", "torchvision-fused"), None,
+         "ratio: advkit / this; the data pipeline's share alone"),
+        (f"{peer}, torch.optim.Adam defaults, {n_peer} images", "torchvision", None, None,
+         f"batch {b}"),
+        (advkit, "advkit-large", ("advkit-large", "torchvision-large"), None,
+         f"batch {big}; {peer_rate}"),
+        (f"{peer}, torch.optim.Adam defaults, {n_peer} images", "torchvision-large", None, None,
+         f"batch {big}"),
     ]  # fmt: skip
-    if s.large_batch is not None:
-        section.rows += [
-            Row(advkit, rate("advkit-large"), "samples/s",
-                ratios(rate("advkit-large"), rate("torchvision-large")),
-                note=f"batch {s.large_batch}; {per_sample}"),
-            Row(f"{peer}, torch.optim.Adam defaults, {n_peer} images",
-                rate("torchvision-large"), "samples/s", note=f"batch {s.large_batch}"),
-        ]  # fmt: skip
+    section = Section(f"Samples per second ({s.model} (1, 28, 28), Adam, {s.epochs} epochs)")
+    for what, loop, pair, target, note in spec:
+        if loop in t:
+            per_round = ratios(rate(pair[0]), rate(pair[1])) if pair else None
+            section.rows.append(Row(what, rate(loop), "samples/s", per_round, target, note))
+    epoch = Row("advkit.train.train epoch", [v / s.epochs for v in t["advkit"]], "s")
+    epoch.ratios, epoch.note = ratios(t["torchvision"], t["advkit"]), f"batch {b}; ratio: "
+    epoch.note += "torchvision epoch / advkit epoch"
+    section.rows.insert(2, epoch)
     section.extra.append(
         f"{s.n_train} MNIST-shaped training images (advkit holds out {found['n_val']} for "
         f"validation, torchvision trains on all {n_peer}); advkit's optimizer: {adam}."
