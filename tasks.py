@@ -2,7 +2,7 @@
 
     python3 tasks.py demo [ARGS]   the course pipeline on digits -> runs/, report/index.html
     python3 tasks.py test [ARGS]   lint (ruff, mypy), then the whole test suite (ARGS go to pytest)
-    python3 tasks.py bench [ARGS]  the benchmark suite -> BENCHMARKS.md
+    python3 tasks.py bench [ARGS]  the benchmark suites -> BENCHMARKS.md (ARGS: --only SUITE, --quick)
 
 The first call creates .venv and installs advkit with its dev extras there;
 later calls reuse it, and reinstall only when pyproject.toml changes.
@@ -33,7 +33,7 @@ LINT = [
 JOBS = {
     "demo": ["scripts/course.py", "--out", "runs", "--report", "report"],
     "test": ["-m", "pytest"],
-    "bench": ["scripts/bench.py", "--out", "BENCHMARKS.md"],
+    "bench": ["-m", "scripts.bench", "--out", "BENCHMARKS.md"],
 }
 
 
