@@ -73,6 +73,12 @@ class Curve:
         settings: The attack's full settings (defaults filled in), JSON-ready.
         seconds: Wall-clock time of the whole evaluation.
         intervals: Per eps, the 95% Wilson interval `[low, high]` of the accuracy.
+        per_sample: `index` (each evaluated sample's position in `x`),
+            `fooled_at` and `reached_at` (the smallest eps of the grid at which
+            it was misclassified / brought to its target, None if never: its
+            breaking budget on the grid), `target` (targeted curves). A
+            sample counts as robust at eps when `fooled_at` is None or larger,
+            so curves of several attacks combine per sample.
         flags: Warnings that the evaluation may not be trusted, each
             `{"code", "message"}` (see `advkit.trust`).
         checks: Per eps, `max_norm` (largest perturbation norm seen),
@@ -96,6 +102,7 @@ class Curve:
     seconds: float
     checks: list[dict[str, Any]]
     intervals: list[list[float]] = field(default_factory=list)
+    per_sample: dict[str, list] = field(default_factory=dict)
     flags: list[dict[str, str]] = field(default_factory=list)
     passes: dict[str, int] = field(default_factory=lambda: {"forward": 0, "backward": 0})
     examples: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
@@ -119,7 +126,7 @@ class Curve:
         Raises:
             ValueError: When a field is missing.
         """
-        optional = ("intervals", "flags", "passes", "examples")
+        optional = ("intervals", "per_sample", "flags", "passes", "examples")
         names = [f.name for f in dataclasses.fields(cls) if f.name not in optional]
         missing = [name for name in names if name not in d]
         if missing:
@@ -127,6 +134,7 @@ class Curve:
         return cls(
             **{name: d[name] for name in names},
             intervals=[list(i) for i in d.get("intervals", [])],
+            per_sample={k: list(v) for k, v in d.get("per_sample", {}).items()},
             flags=list(d.get("flags", [])),
             passes=dict(d.get("passes", {"forward": 0, "backward": 0})),
         )
@@ -226,6 +234,7 @@ def robustness_curve(
         seconds=time.perf_counter() - started,
         checks=run.checks,
         intervals=[list(wilson(round(a * run.n), run.n)) for a in run.accuracy],
+        per_sample=run.per_sample(),
         flags=run.flags + curve_flags(epsilons, run.accuracy, norm, clip),
         passes={"forward": passes.forward, "backward": passes.backward},
         examples=run.examples,
@@ -270,10 +279,29 @@ class _Evaluation:
         self.clean_fooled = clean_logits.argmax(dim=1) != self.y
         self.clean_reached = self.succeeded(clean_logits.argmax(dim=1), everyone)
         self.fooled, self.reached = self.clean_fooled.clone(), self.clean_reached.clone()
+        # Per sample, the smallest eps of the grid at which it counted as fooled
+        # (reached its target); NaN while it never has. Clean errors count from the start.
+        self.fooled_at = torch.full((self.n,), math.nan, dtype=torch.float64)
+        self.reached_at = torch.full((self.n,), math.nan, dtype=torch.float64)
         self.accuracy: list[float] = []
         self.success_rate: list[float] = []
         self.checks: list[dict[str, Any]] = []
         self.examples: dict[str, torch.Tensor] | None = None
+
+    def per_sample(self) -> dict[str, list]:
+        """The per-sample results, JSON-ready (NaN as None)."""
+
+        def listed(t: torch.Tensor) -> list:
+            return [None if math.isnan(v) else v for v in t.tolist()]
+
+        result = {
+            "index": self.index.tolist(),
+            "fooled_at": listed(self.fooled_at),
+            "reached_at": listed(self.reached_at),
+        }
+        if self.targets is not None:
+            result["target"] = self.targets.tolist()
+        return result
 
     def succeeded(self, prediction: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """Untargeted: misclassified; targeted: classified as the target."""
@@ -328,6 +356,8 @@ class _Evaluation:
         self.checks.append({**result, **spent, **({"stages": _merge(stages)} if stages else {})})
         self.accuracy.append(int((~self.fooled).sum()) / self.n)
         self.success_rate.append(int(self.reached.sum()) / self.n)
+        self.fooled_at[self.fooled & self.fooled_at.isnan()] = eps
+        self.reached_at[self.reached & self.reached_at.isnan()] = eps
         if self.examples is not None:
             self.adversarial.append(self.examples["current"].clone())
             self.examples["x_adv"] = torch.stack(self.adversarial, dim=1)  # (n, eps, ...)

@@ -296,3 +296,18 @@ def test_targeted_curve_keeps_misclassifications_found_at_smaller_eps():
     curve = robustness_curve(Bump(), x, y, [0, 0.25, 0.5], **options)
     assert curve.accuracy == [1.0, 0.0, 0.0]
     assert curve.success_rate == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("target", [None, "random"])
+def test_per_sample_breaking_budgets_give_back_the_curve(model, data, target):
+    x, y = data
+    curve = robustness_curve(model, x, y, EPSILONS, target=target, steps=3)
+    fooled_at = curve.per_sample["fooled_at"]
+    assert curve.per_sample["index"] == list(range(len(x)))
+    for eps, accuracy in zip(curve.epsilons, curve.accuracy, strict=True):
+        robust = sum(1 for f in fooled_at if f is None or f > eps)
+        assert robust / len(fooled_at) == accuracy
+    reached = curve.per_sample["reached_at"]
+    for eps, rate in zip(curve.epsilons, curve.success_rate, strict=True):
+        assert sum(1 for r in reached if r is not None and r <= eps) / len(reached) == rate
+    assert ("target" in curve.per_sample) == (target is not None)
