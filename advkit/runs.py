@@ -127,8 +127,13 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     write_text(path, "".join(_dumps(path, r) + "\n" for r in rows))
 
 
+# Where the data was read from and its checksum: checked on their own (a run
+# moved with its data is the same run; changed data is refused when resuming).
+PROVENANCE = ("sha256", "path", "path_from_run")
+
+
 def config_hash(config: dict) -> str:
-    """A short hash of what determines a run's result (not versions, times or device)."""
+    """A short hash of what determines a run's result (not versions, times, device or data paths)."""
     keep = {
         k: v
         for k, v in config.items()
@@ -137,8 +142,18 @@ def config_hash(config: dict) -> str:
     training = dict(keep.get("training", {}))
     training.pop("device", None)
     keep["training"] = training
+    if isinstance(keep.get("dataset"), dict):
+        keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k not in PROVENANCE}
     blob = json.dumps(keep, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def timing_context(device: str | torch.device) -> dict[str, Any]:
+    """What a measured time depends on besides the work: torch's CPU threads and the device.
+
+    Record it beside every ``seconds`` (summary.json, attack records).
+    """
+    return {"threads": torch.get_num_threads(), "device": str(device)}
 
 
 # --- weights -----------------------------------------------------------------
