@@ -407,49 +407,23 @@ def train(
 
 
 def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter):
-    rows: list[dict] = []
-    start_epoch, best_val, bad_epochs, seconds = 0, math.inf, 0, 0.0
+    state = {"epoch": 0, "rows": [], "best_val": math.inf, "bad_epochs": 0, "seconds": 0.0}
     if continuing and (out / runs.CHECKPOINT).exists():
-        ck = runs.load_checkpoint(out / runs.CHECKPOINT)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        shuffle.set_state(ck["rng"]["shuffle"])
-        _set_rng_state(ck["rng"], device)
-        extra = ck["extra"]
-        rows, start_epoch = extra["rows"], extra["epoch"]
-        best_val, bad_epochs, seconds = extra["best_val"], extra["bad_epochs"], extra["seconds"]
+        state = _restore(out, model, optimizer, scheduler, shuffle, device)
+    rows = state["rows"]
     runs.write_json(out / runs.CONFIG, cfg)
     runs.write_jsonl(out / runs.METRICS, rows)
-    reporter.start(cfg, out, start_epoch)
+    reporter.start(cfg, out, state["epoch"])
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    n_batches = math.ceil(len(y_train) / c.batch_size)
     stopped_early = False
-    for epoch in range(start_epoch, c.epochs):
+    for epoch in range(state["epoch"], c.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        reporter.epoch_start(epoch + 1, c.epochs, n_batches)
-        model.train()
-        loss_sum, correct = 0.0, 0
-        for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
-            idx = idx.to(device)
-            xb, yb = x_train[idx], y_train[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
-                    f"{_kept(out, epoch)}; try a lower --lr"
-                )
-            optimizer.step()
-            batch_correct = (logits.argmax(1) == yb).sum().item()
-            loss_sum += value * len(yb)
-            correct += batch_correct
-            reporter.batch_end(value, batch_correct / len(yb))
+        reporter.epoch_start(epoch + 1, c.epochs, math.ceil(len(y_train) / c.batch_size))
+        loss_sum, correct = _train_epoch(
+            c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter
+        )
         scheduler.step()
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, 512)
         if not math.isfinite(val_loss):
@@ -457,7 +431,7 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
                 f"validation loss became {val_loss} at epoch {epoch + 1}; "
                 f"{_kept(out, epoch)}; try a lower --lr"
             )
-        seconds += time.perf_counter() - t0
+        state["seconds"] += time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -469,30 +443,64 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
             "threads": torch.get_num_threads(),
         }
         rows.append(row)
-        improved = val_loss < best_val
+        improved = val_loss < state["best_val"]
         if improved:
-            best_val, bad_epochs = val_loss, 0
+            state["best_val"], state["bad_epochs"] = val_loss, 0
         else:
-            bad_epochs += 1
+            state["bad_epochs"] += 1
         # With early stopping, model.safetensors holds the best-validation weights.
         if c.patience is None or improved:
             runs.save_weights(model, out / runs.WEIGHTS)
-        extra = {
-            "epoch": epoch + 1,
-            "rows": rows,
-            "best_val": best_val,
-            "bad_epochs": bad_epochs,
-            "seconds": seconds,
-        }
+        state["epoch"] = epoch + 1
         runs.save_checkpoint(
-            out / runs.CHECKPOINT, model, optimizer, scheduler, extra, _rng_state(shuffle, device)
+            out / runs.CHECKPOINT, model, optimizer, scheduler, state, _rng_state(shuffle, device)
         )
         runs.write_jsonl(out / runs.METRICS, rows)
         reporter.epoch_end(row)
-        if c.patience is not None and bad_epochs >= c.patience:
+        if c.patience is not None and state["bad_epochs"] >= c.patience:
             stopped_early = True
             break
+    return _finish(c, cfg, data, model, out, device, state, stopped_early)
 
+
+def _restore(out, model, optimizer, scheduler, shuffle, device) -> dict:
+    """Load the checkpoint in ``out`` into the training objects; return its loop state."""
+    ck = runs.load_checkpoint(out / runs.CHECKPOINT)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    shuffle.set_state(ck["rng"]["shuffle"])
+    _set_rng_state(ck["rng"], device)
+    return {k: ck["extra"][k] for k in ("epoch", "rows", "best_val", "bad_epochs", "seconds")}
+
+
+def _train_epoch(c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter):
+    """One pass over the training set; returns (summed loss, correct predictions)."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
+        idx = idx.to(x_train.device)
+        xb, yb = x_train[idx], y_train[idx]
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
+                f"{_kept(out, epoch)}; try a lower --lr"
+            )
+        optimizer.step()
+        batch_correct = (logits.argmax(1) == yb).sum().item()
+        loss_sum += value * len(yb)
+        correct += batch_correct
+        reporter.batch_end(value, batch_correct / len(yb))
+    return loss_sum, correct
+
+
+def _finish(c, cfg, data, model, out, device, state, stopped_early) -> dict:
+    """Test the final (or, with early stopping, best) weights; write summary.json."""
     if c.patience is not None:
         runs.load_weights(model, out / runs.WEIGHTS)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, 512)
@@ -500,9 +508,9 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
         "test_loss": test_loss,
         "test_accuracy": test_acc,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "epochs_completed": len(rows),
+        "epochs_completed": len(state["rows"]),
         "stopped_early": stopped_early,
-        "seconds": seconds,
+        "seconds": state["seconds"],
         **runs.timing_context(device),
         "config_hash": runs.config_hash(cfg),
     }
