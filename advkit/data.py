@@ -13,10 +13,12 @@ Sources:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
+import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,9 @@ class Dataset:
     """A dataset split into train / validation / test tensors.
 
     Images are float32 in [0, 1] with shape (N, C, H, W); labels int64 (N,).
+    ``sha256`` and ``path`` say where the data came from (recorded in a run's
+    config.json): the hash of the ``.npz`` file, or of the arrays for digits
+    and torchvision datasets, and the absolute path of the file or folder read.
     """
 
     name: str
@@ -47,6 +52,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    sha256: str | None = None
+    path: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -113,6 +120,103 @@ def load_dataset(
     )
 
 
+def load_run_dataset(
+    run_dir: str | os.PathLike,
+    config: Mapping,
+    *,
+    dataset: str | os.PathLike | None = None,
+    allow_changed: bool = False,
+) -> Dataset:
+    """Load the dataset a run was trained on, and check it is the same data.
+
+    The path recorded in the run's ``config.json`` is tried first as it was
+    (absolute), then relative to the run directory, then as written (relative
+    to the current directory). The data's sha256 must match the recorded one.
+
+    Args:
+        run_dir: the run directory (to resolve relative paths; named in messages).
+        config: the run's parsed ``config.json``.
+        dataset: read the data from here instead (a ``.npz`` file that moved, a
+            torchvision data folder, or a dataset name).
+        allow_changed: use data whose sha256 differs from the recorded one
+            (with a warning) instead of refusing it.
+
+    Returns:
+        The dataset, split with the run's seed.
+
+    Raises:
+        DataError: no dataset entry, the data not found (the message lists the
+            paths tried), or data that changed since training.
+    """
+    run_dir = Path(run_dir)
+    entry = config.get("dataset")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        raise DataError(f"{run_dir / 'config.json'} has no valid 'dataset' entry")
+    name, seed = entry["name"], entry.get("seed", 0)
+    if dataset is not None:
+        data = _load_override(str(dataset), name, entry, seed)
+    elif name.endswith(".npz"):
+        data = load_npz(_find_recorded(run_dir, entry), seed=seed)
+    else:
+        root = entry.get("path") if name in TORCHVISION else None
+        if root is None or not Path(root).is_dir():
+            root = entry.get("data_dir")
+        data = load_dataset(name, data_dir=root, seed=seed)
+    _check_sha256(run_dir, entry, data, allow_changed)
+    return data
+
+
+def _load_override(dataset: str, name: str, entry: Mapping, seed: int) -> Dataset:
+    if name in TORCHVISION and Path(dataset).is_dir():
+        return load_dataset(name, data_dir=dataset, seed=seed)
+    if is_dataset_name(dataset):
+        return load_dataset(dataset, data_dir=entry.get("data_dir"), seed=seed)
+    raise DataError(
+        f"dataset {dataset!r} is not a .npz file, a dataset name "
+        f"({', '.join(BUILTIN + TORCHVISION)}) or, for {name}, a data folder"
+    )
+
+
+def _find_recorded(run_dir: Path, entry: Mapping) -> Path:
+    """The first existing one of the recorded absolute path, relative to the run, as written."""
+    tried: list[Path] = []
+    if entry.get("path"):
+        tried.append(Path(entry["path"]))
+    if entry.get("path_from_run"):
+        tried.append(run_dir / entry["path_from_run"])
+    tried.append(Path(entry["name"]))
+    for path in tried:
+        if path.is_file():
+            return path
+    shown = ", ".join(dict.fromkeys(str(p) for p in tried))
+    raise DataError(
+        f"dataset {entry['name']!r} (from {run_dir / 'config.json'}) not found; tried {shown}; "
+        "pass the file with --dataset PATH"
+    )
+
+
+def _check_sha256(run_dir: Path, entry: Mapping, data: Dataset, allow_changed: bool) -> None:
+    recorded = entry.get("sha256")
+    where = data.path or entry["name"]
+    if recorded is None:
+        warnings.warn(
+            f"{run_dir / 'config.json'} records no sha256 of its dataset (a run from an older "
+            f"advkit): cannot check that {where} is the data the model was trained on",
+            stacklevel=3,
+        )
+        return
+    if data.sha256 == recorded:
+        return
+    found = data.sha256[:12] if data.sha256 else "unknown"
+    message = (
+        f"dataset {where} changed since training (sha256 {found}..., "
+        f"{run_dir / 'config.json'} recorded {str(recorded)[:12]}...)"
+    )
+    if not allow_changed:
+        raise DataError(f"{message}; pass --allow-changed-data to use it anyway")
+    warnings.warn(f"{message}; using it anyway", stacklevel=3)
+
+
 def batches(
     n: int, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[torch.Tensor]:
@@ -148,6 +252,9 @@ def _make(
     seed: int,
     val_fraction: float,
     num_classes: int | None = None,
+    *,
+    sha256: str | None = None,
+    path: str | None = None,
 ) -> Dataset:
     keep, val = _stratified_split(y_train, val_fraction, seed)
 
@@ -167,6 +274,8 @@ def _make(
         x_test=images(x_test),
         y_test=labels(y_test),
         num_classes=k,
+        sha256=sha256,
+        path=path,
     )
 
 
@@ -181,7 +290,32 @@ def _digits(seed: int) -> Dataset:
     y = d.target.astype(np.int64)
     # 20% test, then 10% of the whole (12.5% of the rest) for validation.
     rest, test = _stratified_split(y, 0.2, seed)
-    return _make("digits", x[rest], y[rest], x[test], y[test], seed, 0.125, num_classes=10)
+    digest = arrays_sha256(d.images, d.target)
+    return _make(
+        "digits", x[rest], y[rest], x[test], y[test], seed, 0.125, num_classes=10, sha256=digest
+    )
+
+
+# --- provenance --------------------------------------------------------------
+
+
+def arrays_sha256(*arrays: np.ndarray) -> str:
+    """sha256 of arrays' dtypes, shapes and bytes (for data that is not one file)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, as ``sha256sum`` prints it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # --- .npz --------------------------------------------------------------------
@@ -228,7 +362,38 @@ def load_npz(path: str | os.PathLike, *, seed: int = 0) -> Dataset:
         )
     if len(xs[0]) < 2:
         raise DataError(f"{path}: x_train needs at least 2 images to carve out a validation split")
-    return _make(path.name, xs[0], ys[0], xs[1], ys[1], seed, 0.1)
+    k = _check_classes(ys[0], ys[1], path)
+    return _make(
+        path.name, xs[0], ys[0], xs[1], ys[1], seed, 0.1, num_classes=k,
+        sha256=file_sha256(path), path=str(path.resolve()),
+    )  # fmt: skip
+
+
+def _labels_text(labels: list[int]) -> str:
+    """``5..14`` for a run of labels, else the first few: ``0, 1, 3``."""
+    if labels == list(range(labels[0], labels[-1] + 1)):
+        return f"{labels[0]}..{labels[-1]}" if len(labels) > 1 else str(labels[0])
+    shown = ", ".join(map(str, labels[:8]))
+    return shown + (f", ... ({len(labels)} labels)" if len(labels) > 8 else "")
+
+
+def _check_classes(y_train: np.ndarray, y_test: np.ndarray, path: Path) -> int:
+    """The number of classes K: every one of 0..K-1 in y_train, y_test within them."""
+    present = np.unique(y_train).tolist()
+    k = present[-1] + 1
+    if len(present) != k:
+        missing = sorted(set(range(k)) - set(present))
+        raise DataError(
+            f"{path}: y_train has labels {_labels_text(present)}, missing {_labels_text(missing)}; "
+            "expected every class 0..K-1 in the training labels"
+        )
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(present))
+    if unseen:
+        raise DataError(
+            f"{path}: y_test has labels {_labels_text(unseen)} that y_train (labels "
+            f"{_labels_text(present)}) does not have; the model could never predict them"
+        )
+    return k
 
 
 def _npz_images(a: np.ndarray, key: str, path: Path) -> np.ndarray:
@@ -330,10 +495,14 @@ def _torchvision(name: str, root: Path, seed: int, download: bool) -> Dataset:
             f"{name} not found in {root / folder} and it could not be downloaded (no network?): "
             f"put {', '.join(files)} there, or pass --data-dir"
         )
-    xs, ys = [], []
+    xs, ys, raw = [], [], []
     for p in parts:
         data = p.data if isinstance(p.data, np.ndarray) else p.data.numpy()
+        raw += [data, np.asarray(p.targets, dtype=np.int64)]
         data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)  # -> (N, C, H, W)
         xs.append(data.astype(np.float32) / 255.0)
-        ys.append(np.asarray(p.targets, dtype=np.int64))
-    return _make(name, xs[0], ys[0], xs[1], ys[1], seed, 1 / 12, num_classes=len(parts[0].classes))
+        ys.append(raw[-1])
+    return _make(
+        name, xs[0], ys[0], xs[1], ys[1], seed, 1 / 12, num_classes=len(parts[0].classes),
+        sha256=arrays_sha256(*raw), path=str(root.resolve()),
+    )  # fmt: skip

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,6 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.safetensors"
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 class RunError(ValueError):
     """A run directory that is missing, corrupt or does not match its config."""
 
@@ -53,19 +49,38 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
     On any error (or KeyboardInterrupt) the temporary file is removed and
-    ``path`` keeps its old content.
+    ``path`` keeps its old content. The file gets the permissions of any file
+    the user creates (0666 less the umask), even when the writer replaced the
+    temporary file with one of its own (safetensors' ``save_file`` makes 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+    tmp = _create_temporary(path)
+    mode = tmp.stat().st_mode & 0o777
     try:
-        yield Path(tmp)
+        yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path`` with the user's permissions.
+
+    Opened with mode 0666 so the kernel applies the process umask, as for any
+    file the user creates (``tempfile.mkstemp`` would make it 0600, and reading
+    the umask means changing it).
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -112,8 +127,13 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     write_text(path, "".join(_dumps(path, r) + "\n" for r in rows))
 
 
+# Where the data was read from and its checksum: checked on their own (a run
+# moved with its data is the same run; changed data is refused when resuming).
+PROVENANCE = ("sha256", "path", "path_from_run")
+
+
 def config_hash(config: dict) -> str:
-    """A short hash of what determines a run's result (not versions, times or device)."""
+    """A short hash of what determines a run's result (not versions, times, device or data paths)."""
     keep = {
         k: v
         for k, v in config.items()
@@ -122,8 +142,18 @@ def config_hash(config: dict) -> str:
     training = dict(keep.get("training", {}))
     training.pop("device", None)
     keep["training"] = training
+    if isinstance(keep.get("dataset"), dict):
+        keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k not in PROVENANCE}
     blob = json.dumps(keep, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def timing_context(device: str | torch.device) -> dict[str, Any]:
+    """What a measured time depends on besides the work: torch's CPU threads and the device.
+
+    Record it beside every ``seconds`` (summary.json, attack records).
+    """
+    return {"threads": torch.get_num_threads(), "device": str(device)}
 
 
 # --- weights -----------------------------------------------------------------

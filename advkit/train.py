@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import shutil
 import time
@@ -28,12 +29,15 @@ from .data import Dataset, batches, load_dataset
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
-# Learning rates that train the course models well on digits with each optimizer.
+# The one table of default learning rates: per optimizer, a rate that trains
+# every course model well on digits (measured with scripts/course.py, which
+# takes its rates from here; see the README). Default epochs are per model:
+# models.DEFAULT_EPOCHS.
 DEFAULT_LR = {
     "sgd": 0.1,
     "momentum": 0.02,
     "adagrad": 0.02,
-    "rmsprop": 1e-3,
+    "rmsprop": 5e-4,
     "adam": 1e-3,
     "adamw": 1e-3,
 }
@@ -77,8 +81,17 @@ class TrainConfig:
         if c.gamma is None:
             c.gamma = DEFAULT_GAMMA.get(c.schedule, 1.0)
         if c.epochs is None:
-            c.epochs = models.DEFAULT_EPOCHS.get(c.model, 20)
+            c.epochs = default_epochs(c.model)
+        if c.warmup_epochs >= c.epochs:
+            raise ValueError(
+                f"warmup_epochs must be less than epochs ({c.epochs}), got {c.warmup_epochs}"
+            )
         return c
+
+
+def default_epochs(model: str) -> int:
+    """Epochs when none are given: models.DEFAULT_EPOCHS, 20 for a model it does not list."""
+    return models.DEFAULT_EPOCHS.get(model, 20)
 
 
 def check_config(c: TrainConfig) -> None:
@@ -106,6 +119,8 @@ def check_config(c: TrainConfig) -> None:
             )
     if c.gamma is not None and not (0 < c.gamma <= 1):
         raise bad("gamma", "in (0, 1]", c.gamma)
+    if c.gamma not in (None, 1.0) and c.schedule not in DEFAULT_GAMMA:
+        raise bad("gamma", f"unset for schedule {c.schedule!r} (step, exponential use it)", c.gamma)
     if c.epochs is not None and c.epochs < 1:
         raise bad("epochs", "an integer >= 1", c.epochs)
     if c.batch_size < 1:
@@ -202,7 +217,10 @@ class Reporter:
     def epoch_end(self, row: dict) -> None: ...
 
 
-def make_config_dict(c: TrainConfig, data: Dataset, device: torch.device) -> dict:
+def make_config_dict(
+    c: TrainConfig, data: Dataset, device: torch.device, out: Path | None = None
+) -> dict:
+    """The run's config.json; ``out`` (the run directory) records where the data is from it."""
     mean, std = data.channel_stats()
     return {
         "model": {
@@ -216,6 +234,9 @@ def make_config_dict(c: TrainConfig, data: Dataset, device: torch.device) -> dic
             "data_dir": c.data_dir,
             "seed": c.seed,
             "sizes": data.sizes(),
+            "sha256": data.sha256,
+            "path": data.path,
+            "path_from_run": _relative(data.path, out),
         },
         "optimizer": {
             "name": c.optimizer,
@@ -240,18 +261,29 @@ def make_config_dict(c: TrainConfig, data: Dataset, device: torch.device) -> dic
     }
 
 
-def config_from_dict(config: dict) -> TrainConfig:
-    """The TrainConfig a run was made with (to retrain it)."""
-    return TrainConfig(**config["train_config"])
+def _relative(path: str | None, out: Path | None) -> str | None:
+    """``path`` relative to the run directory ``out`` (found again when both move together)."""
+    if path is None or out is None:
+        return None
+    try:
+        return os.path.relpath(path, out.resolve())
+    except ValueError:  # another drive on Windows
+        return None
 
 
 def _prepare_out(out: Path, config: dict, resume: bool, force: bool) -> bool:
     """Check ``out`` and return whether a run there is to be continued."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
+    if out.exists() and not out.is_dir():
         raise runs.RunError(f"--out {str(out)!r} exists and is not a directory")
     existing = out / runs.CONFIG
+    if resume and not force and not existing.exists():
+        what = "is empty" if out.exists() else "does not exist"
+        raise runs.RunError(
+            f"--resume: --out {str(out)!r} {what}, so there is no run to continue; "
+            "drop --resume to start one"
+        )
+    if not out.exists():
+        return False
     if not existing.exists():
         if any(out.iterdir()) and not force:
             raise runs.RunError(
@@ -275,7 +307,34 @@ def _prepare_out(out: Path, config: dict, resume: bool, force: bool) -> bool:
             f"--out {str(out)!r} holds a run with different settings; "
             "use another --out, or --force to replace it"
         )
+    if _data_changed(old, config):
+        raise runs.RunError(
+            f"the dataset of the run in --out {str(out)!r} changed since it started (sha256 "
+            f"{config['dataset']['sha256'][:12]}..., recorded {old['dataset']['sha256'][:12]}...); "
+            "use --force to train afresh on the new data"
+        )
     return True
+
+
+def _data_changed(old: dict, new: dict) -> bool:
+    """Both configs record a dataset sha256, and they differ (older runs record none)."""
+    before = (old.get("dataset") or {}).get("sha256")
+    after = new["dataset"].get("sha256")
+    return before is not None and after is not None and before != after
+
+
+def _seeded_states(seed: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """States of fresh generators seeded with ``seed``: the CPU's, and ``device``'s if CUDA."""
+    states = {"torch": torch.Generator().manual_seed(seed).get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.Generator(device=device).manual_seed(seed).get_state()
+    return states
+
+
+def _set_rng_state(states: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -301,7 +360,8 @@ def train(
         config: what to train and how; defaults are filled in by ``resolved()``.
         out: the run directory.
         resume: continue the run in ``out`` from its last completed epoch
-            (start afresh if there is none); the result equals an uninterrupted run.
+            (from the start if none completed); the result equals an
+            uninterrupted run. ``out`` must hold the run's config.json.
         force: replace whatever run ``out`` holds.
         device: where to train.
         reporter: progress hooks (the CLI's progress bar).
@@ -312,8 +372,9 @@ def train(
         parameters, epochs, seconds.
 
     Raises:
-        ValueError: a bad setting; ``RunError`` when ``out`` holds another run;
-            ``DataError`` for a dataset that cannot be loaded.
+        ValueError: a bad setting; ``RunError`` when ``out`` holds another run
+            (or, with ``resume``, none); ``DataError`` for a dataset that
+            cannot be loaded.
         TrainingDiverged: the loss became non-finite.
     """
     c = config.resolved()
@@ -321,15 +382,21 @@ def train(
     device = torch.device(device)
     reporter = reporter or Reporter()
     data = dataset or load_dataset(c.dataset, data_dir=c.data_dir, seed=c.seed)
-    cfg = make_config_dict(c, data, device)
+    cfg = make_config_dict(c, data, device, out)
     continuing = _prepare_out(out, cfg, resume, force)
     if continuing and (out / runs.SUMMARY).exists() and not (out / runs.CHECKPOINT).exists():
         return runs.read_json(out / runs.SUMMARY)  # already complete
 
-    devices = [device.index or 0] if device.type == "cuda" else []
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    devices = [device.index] if device.type == "cuda" else []
+    # torch draws module initialization and dropout from the default generators
+    # (they take no generator argument): give those of the devices in use the
+    # state of explicit generators seeded with c.seed, and give the caller's
+    # state back after. torch.manual_seed would also seed every other CUDA
+    # device, beyond what fork_rng restores (or queue that until CUDA starts).
     with torch.random.fork_rng(devices=devices):
-        # Seeding inside fork_rng keeps the caller's global random state untouched.
-        torch.manual_seed(c.seed)
+        _set_rng_state(_seeded_states(c.seed, device), device)
         model = runs.build_model(cfg).to(device)
         optimizer = make_optimizer(c, model.parameters())
         scheduler = make_scheduler(c, optimizer)
@@ -340,59 +407,31 @@ def train(
 
 
 def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter):
-    rows: list[dict] = []
-    start_epoch, best_val, bad_epochs, seconds = 0, math.inf, 0, 0.0
+    state = {"epoch": 0, "rows": [], "best_val": math.inf, "bad_epochs": 0, "seconds": 0.0}
     if continuing and (out / runs.CHECKPOINT).exists():
-        ck = runs.load_checkpoint(out / runs.CHECKPOINT)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        shuffle.set_state(ck["rng"]["shuffle"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        if "cuda" in ck["rng"] and device.type == "cuda":
-            torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
-        extra = ck["extra"]
-        rows, start_epoch = extra["rows"], extra["epoch"]
-        best_val, bad_epochs, seconds = extra["best_val"], extra["bad_epochs"], extra["seconds"]
+        state = _restore(out, model, optimizer, scheduler, shuffle, device)
+    rows = state["rows"]
     runs.write_json(out / runs.CONFIG, cfg)
     runs.write_jsonl(out / runs.METRICS, rows)
-    reporter.start(cfg, out, start_epoch)
+    reporter.start(cfg, out, state["epoch"])
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    n_batches = math.ceil(len(y_train) / c.batch_size)
     stopped_early = False
-    for epoch in range(start_epoch, c.epochs):
+    for epoch in range(state["epoch"], c.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        reporter.epoch_start(epoch + 1, c.epochs, n_batches)
-        model.train()
-        loss_sum, correct = 0.0, 0
-        for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
-            idx = idx.to(device)
-            xb, yb = x_train[idx], y_train[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
-                    f"{out} keeps the last good checkpoint (epoch {epoch}); try a lower --lr"
-                )
-            optimizer.step()
-            batch_correct = (logits.argmax(1) == yb).sum().item()
-            loss_sum += value * len(yb)
-            correct += batch_correct
-            reporter.batch_end(value, batch_correct / len(yb))
+        reporter.epoch_start(epoch + 1, c.epochs, math.ceil(len(y_train) / c.batch_size))
+        loss_sum, correct = _train_epoch(
+            c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter
+        )
         scheduler.step()
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, 512)
         if not math.isfinite(val_loss):
             raise TrainingDiverged(
                 f"validation loss became {val_loss} at epoch {epoch + 1}; "
-                f"{out} keeps the last good checkpoint (epoch {epoch}); try a lower --lr"
+                f"{_kept(out, epoch)}; try a lower --lr"
             )
-        seconds += time.perf_counter() - t0
+        state["seconds"] += time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -401,32 +440,67 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
             "val_loss": val_loss,
             "val_acc": val_acc,
             "seconds": time.perf_counter() - t0,
+            "threads": torch.get_num_threads(),
         }
         rows.append(row)
-        improved = val_loss < best_val
+        improved = val_loss < state["best_val"]
         if improved:
-            best_val, bad_epochs = val_loss, 0
+            state["best_val"], state["bad_epochs"] = val_loss, 0
         else:
-            bad_epochs += 1
+            state["bad_epochs"] += 1
         # With early stopping, model.safetensors holds the best-validation weights.
         if c.patience is None or improved:
             runs.save_weights(model, out / runs.WEIGHTS)
-        extra = {
-            "epoch": epoch + 1,
-            "rows": rows,
-            "best_val": best_val,
-            "bad_epochs": bad_epochs,
-            "seconds": seconds,
-        }
+        state["epoch"] = epoch + 1
         runs.save_checkpoint(
-            out / runs.CHECKPOINT, model, optimizer, scheduler, extra, _rng_state(shuffle, device)
+            out / runs.CHECKPOINT, model, optimizer, scheduler, state, _rng_state(shuffle, device)
         )
         runs.write_jsonl(out / runs.METRICS, rows)
         reporter.epoch_end(row)
-        if c.patience is not None and bad_epochs >= c.patience:
+        if c.patience is not None and state["bad_epochs"] >= c.patience:
             stopped_early = True
             break
+    return _finish(c, cfg, data, model, out, device, state, stopped_early)
 
+
+def _restore(out, model, optimizer, scheduler, shuffle, device) -> dict:
+    """Load the checkpoint in ``out`` into the training objects; return its loop state."""
+    ck = runs.load_checkpoint(out / runs.CHECKPOINT)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    shuffle.set_state(ck["rng"]["shuffle"])
+    _set_rng_state(ck["rng"], device)
+    return {k: ck["extra"][k] for k in ("epoch", "rows", "best_val", "bad_epochs", "seconds")}
+
+
+def _train_epoch(c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter):
+    """One pass over the training set; returns (summed loss, correct predictions)."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
+        idx = idx.to(x_train.device)
+        xb, yb = x_train[idx], y_train[idx]
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
+                f"{_kept(out, epoch)}; try a lower --lr"
+            )
+        optimizer.step()
+        batch_correct = (logits.argmax(1) == yb).sum().item()
+        loss_sum += value * len(yb)
+        correct += batch_correct
+        reporter.batch_end(value, batch_correct / len(yb))
+    return loss_sum, correct
+
+
+def _finish(c, cfg, data, model, out, device, state, stopped_early) -> dict:
+    """Test the final (or, with early stopping, best) weights; write summary.json."""
     if c.patience is not None:
         runs.load_weights(model, out / runs.WEIGHTS)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, 512)
@@ -434,14 +508,22 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
         "test_loss": test_loss,
         "test_accuracy": test_acc,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "epochs_completed": len(rows),
+        "epochs_completed": len(state["rows"]),
         "stopped_early": stopped_early,
-        "seconds": seconds,
+        "seconds": state["seconds"],
+        **runs.timing_context(device),
         "config_hash": runs.config_hash(cfg),
     }
     runs.write_json(out / runs.SUMMARY, summary)
     (out / runs.CHECKPOINT).unlink(missing_ok=True)
     return summary
+
+
+def _kept(out: Path, completed: int) -> str:
+    """What ``out`` holds after a failure in epoch ``completed + 1``."""
+    if completed == 0:
+        return f"no epoch completed, so {out} holds no weights"
+    return f"{out} keeps the last good checkpoint (epoch {completed})"
 
 
 def run_status(config: TrainConfig, out: str | Path, data: Dataset) -> str:
@@ -457,8 +539,10 @@ def run_status(config: TrainConfig, out: str | Path, data: Dataset) -> str:
         old = runs.read_json(out / runs.CONFIG)
     except runs.RunError:
         return "different"
-    cfg = make_config_dict(config.resolved(), data, torch.device("cpu"))
+    cfg = make_config_dict(config.resolved(), data, torch.device("cpu"), out)
     if not isinstance(old, dict) or runs.config_hash(old) != runs.config_hash(cfg):
+        return "different"
+    if _data_changed(old, cfg):
         return "different"
     if (out / runs.SUMMARY).exists() and not (out / runs.CHECKPOINT).exists():
         return "complete"

@@ -1,17 +1,30 @@
-"""The ``advkit`` command: train, attack, report."""
+"""The ``advkit`` command: train, attack, report.
+
+Importing this package prepares the process for the command line, before
+torch loads: OpenMP threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE``,
+unless set) instead of spinning, which on a shared machine made every step
+wait for the busiest process (see BENCHMARKING.md). ``advkit`` (the console
+script) and ``python -m advkit`` both start here; ``import advkit`` does not
+load torch, so nothing before this line can have started OpenMP.
+"""
 
 from __future__ import annotations
 
-import sys
-import warnings
+import os
 
-import click
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .. import __version__
-from .attack import attack_command
-from .models import models_command
-from .report import report_command
-from .train import train_command
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import click  # noqa: E402
+import torch  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from .attack import attack_command  # noqa: E402
+from .models import models_command  # noqa: E402
+from .report import report_command  # noqa: E402
+from .train import train_command  # noqa: E402
 
 # click >= 8.2 raises this for a group called without arguments.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)
@@ -40,6 +53,9 @@ class OneLineErrors(click.Group):
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 rv = super().main(args, prog_name, complete_var, False, **extra)
+            sys.stdout.flush()  # a reader that stopped early (| head) fails here, not at exit
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except click.UsageError as e:
             if _NO_ARGS_IS_HELP is not None and isinstance(e, _NO_ARGS_IS_HELP):
                 # Plain `advkit`: the help, as click < 8.2 printed it, not an error.
@@ -57,12 +73,32 @@ class OneLineErrors(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _quiet_broken_pipe() -> None:
+    """Exit 1 without a word when stdout's reader went away (Python's documented recipe).
+
+    Python flushes stdout again at exit; pointing it at /dev/null keeps that
+    flush from printing a second BrokenPipeError.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (a test runner's)
+        pass
+    sys.exit(1)
+
+
 @click.group(
     cls=OneLineErrors,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="advkit")
-def main() -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help=f"CPU threads for torch [default: torch's, {torch.get_num_threads()} here]; "
+    "recorded with every time measured.",
+)
+def main(threads: int | None) -> None:
     """Train course classifiers, attack them with FGSM and PGD, report robustness curves.
 
     \b
@@ -70,6 +106,8 @@ def main() -> None:
     advkit attack  runs/bncnn-adam --attack pgd --norm linf --eps 0,0.05,0.1,0.2
     advkit report  runs/* --out report/
     """
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 main.add_command(train_command, "train")

@@ -42,19 +42,32 @@ def _overflow(e: BaseException) -> bool:
     )
 
 
+def os_error_message(e: OSError) -> str:
+    """An OSError as a sentence: ``cannot access PATH: No such file or directory``."""
+    reason = e.strerror or one_line(e)
+    if e.filename is not None and e.filename2 is not None:
+        return f"cannot move {e.filename} to {e.filename2}: {reason}"
+    if e.filename is not None:
+        return f"cannot access {e.filename}: {reason}"
+    return reason
+
+
 def fail_cleanly(func: Callable) -> Callable:
     """Turn the library's ValueErrors (bad settings, missing runs, bad data), file
     system errors, allocation failures and size overflows into one ``Error:`` line
-    and exit 2; any other exception is a bug and keeps its traceback."""
+    and exit 2; any other exception is a bug and keeps its traceback. A closed
+    stdout (``| head``) passes through: the command group exits quietly on it."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except click.ClickException:
+        except (click.ClickException, BrokenPipeError):
             raise
-        except (ValueError, OSError) as e:  # OSError: a path that is a file, a full disk, ...
+        except ValueError as e:
             raise Failure(one_line(e)) from None
+        except OSError as e:  # a path that is a file, a full disk, ...
+            raise Failure(os_error_message(e)) from None
         except (MemoryError, RuntimeError, TypeError, OverflowError) as e:
             if _out_of_memory(e):
                 raise Failure(f"not enough memory ({_first_line(e)})") from None

@@ -5,13 +5,25 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
 import models
 
+from .. import runs
 from ..data import BUILTIN, TORCHVISION, is_dataset_name
-from ..train import OPTIMIZERS, SCHEDULES, Reporter, TrainConfig, TrainingDiverged, train
+from ..train import (
+    DEFAULT_GAMMA,
+    DEFAULT_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+    Reporter,
+    TrainConfig,
+    TrainingDiverged,
+    default_epochs,
+    train,
+)
 from .common import (
     Failure,
     device_option,
@@ -59,6 +71,40 @@ class BarReporter(Reporter):
             f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
             f"{row['seconds']:.1f}s"
         )
+
+
+def _table(values: dict) -> str:
+    """``sgd 0.1, adam 0.001``: a defaults table for --help."""
+    return ", ".join(f"{k} {v:g}" for k, v in values.items())
+
+
+LR_HELP = f"Learning rate [default per optimizer: {_table(DEFAULT_LR)}]."
+EPOCHS_HELP = (
+    f"Epochs [default per model: {_table({m: default_epochs(m) for m in models.available()})}]."
+)
+GAMMA_HELP = (
+    "Decay factor of step (per quarter of the run after warm-up) and exponential (per epoch) "
+    f"[default: {_table(DEFAULT_GAMMA)}]; the other schedules take none."
+)
+
+
+def interrupted_message(out: Path) -> str:
+    """What an interrupted ``advkit train`` left in ``out``, and what to run next."""
+    if (out / runs.CHECKPOINT).exists():
+        try:
+            done = len(runs.read_jsonl(out / runs.METRICS))
+        except runs.RunError:
+            done = 0
+        saved = f"epoch {done} is saved" if done else "the last completed epoch is saved"
+        return f"interrupted; {saved}: rerun with --resume to continue ({out})"
+    if (out / runs.SUMMARY).exists():
+        return f"interrupted after training finished; {out} holds the complete run"
+    if (out / runs.CONFIG).exists():
+        return (
+            "interrupted before the first epoch finished, so no epoch is saved: "
+            f"rerun with --resume to start over ({out})"
+        )
+    return f"interrupted before anything was written to {out}: run the command again"
 
 
 def _dataset(ctx, param, value: str) -> str:
@@ -112,7 +158,7 @@ def _options(ctx, param, value: str | None) -> dict:
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    help="Learning rate [default: depends on the optimizer: sgd 0.1, momentum/adagrad 0.02, others 1e-3].",
+    help=LR_HELP,
 )
 @click.option(
     "--weight-decay",
@@ -136,7 +182,7 @@ def _options(ctx, param, value: str | None) -> dict:
 @click.option(
     "--gamma",
     type=click.FloatRange(0, 1, min_open=True),
-    help="Decay factor of step (per quarter of the run; default 0.1) and exponential (per epoch; default 0.9).",
+    help=GAMMA_HELP,
 )
 @click.option(
     "--warmup-epochs",
@@ -145,10 +191,8 @@ def _options(ctx, param, value: str | None) -> dict:
     type=click.IntRange(min=0),
     help="Linear warm-up epochs before the schedule.",
 )
-@click.option(
-    "--epochs", type=click.IntRange(min=1), help="Epochs [default: per model, see `advkit models`]."
-)
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 2**63 - 1))
+@click.option("--epochs", type=click.IntRange(min=1), help=EPOCHS_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
@@ -233,9 +277,7 @@ def train_command(
             f"training overflowed float32 ({one_line(e)}); try a lower --lr or --weight-decay"
         ) from None
     except KeyboardInterrupt:
-        log(
-            f"interrupted; the last completed epoch is saved: rerun with --resume to continue ({out})"
-        )
+        log(interrupted_message(Path(out)))
         sys.exit(130)
     click.echo(
         f"{out}: test accuracy {summary['test_accuracy']:.4f}, "

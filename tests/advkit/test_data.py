@@ -153,3 +153,18 @@ def test_missing_torchvision_files_name_the_directory(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+@pytest.mark.parametrize(
+    "y_train, y_test, message",
+    [
+        (np.arange(40) % 10 + 5, np.arange(12) % 5, r"y_train has labels 5\.\.14, missing 0\.\.4"),
+        (np.arange(40) % 3 * 2, np.zeros(12, int), r"labels 0, 2, 4, missing 1, 3"),
+        (np.arange(40) % 4, np.arange(12) % 6, r"y_test has labels 4\.\.5 that y_train"),
+    ],
+)
+def test_npz_labels_must_be_the_classes_seen_in_training(tmp_path, y_train, y_test, message):
+    x = np.zeros((40, 6, 6), np.float32)
+    path = _write_npz(tmp_path / "d.npz", x, y_train, x[:12], y_test)
+    with pytest.raises(DataError, match=message):
+        load_dataset(path)

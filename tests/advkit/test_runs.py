@@ -99,3 +99,36 @@ def test_config_hash_ignores_device_and_versions(run_dir):
 
 def test_no_temporary_files_are_left(run_dir):
     assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umask_permissions(tmp_path, umask):
+    import torch.nn as nn
+
+    old = os.umask(umask)  # the test's own process state, restored below
+    try:
+        runs.write_json(tmp_path / "a.json", {"a": 1})
+        runs.save_weights(nn.Linear(2, 2), tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.slow
+def test_importing_runs_leaves_the_umask_alone(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "calls = []\n"
+        "real = os.umask\n"
+        "os.umask = lambda m: calls.append(m) or real(m)\n"
+        "import advkit.runs\n"
+        "advkit.runs.write_json(os.path.join(os.environ['OUT'], 'x.json'), {})\n"
+        "assert not calls, calls\n"
+    )
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

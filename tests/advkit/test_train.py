@@ -179,3 +179,23 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert strip(cut / "metrics.jsonl") == strip(full / "metrics.jsonl")
     assert not [p.name for p in cut.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
     assert json.loads((cut / "summary.json").read_text())["epochs_completed"] == 5
+
+
+def _queued_cuda_seeding() -> list:
+    """The CUDA seeding torch holds back until CUDA starts (its private queue)."""
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    calls = tracker.get_calls() if tracker is not None else []
+    return [call[0] if call else None for call in calls]
+
+
+def test_training_on_the_cpu_seeds_no_cuda_generator(tmp_path, small_digits):
+    # torch.manual_seed seeds every CUDA device, beyond what fork_rng restores,
+    # or queues that seeding until CUDA starts when it has not yet.
+    initialized = torch.cuda.is_available() and torch.cuda.is_initialized()
+    before = torch.cuda.get_rng_state_all() if initialized else None
+    queued = _queued_cuda_seeding()
+    train(TrainConfig(model="mlp", epochs=1, seed=7), tmp_path / "r", dataset=small_digits)
+    assert _queued_cuda_seeding() == queued
+    if initialized:
+        after = torch.cuda.get_rng_state_all()
+        assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

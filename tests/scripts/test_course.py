@@ -70,3 +70,23 @@ def test_killed_pipeline_resumes_to_the_same_results(tmp_path):
     )
     assert "2 runs (0 trained, 2 already complete)" in changed.stdout, changed.stdout
     assert "8 attacks (8 already complete)" in changed.stdout, changed.stdout  # FGSM unchanged
+
+
+def test_course_takes_its_learning_rates_from_advkit():
+    import importlib.util
+
+    from advkit.train import DEFAULT_LR
+
+    spec = importlib.util.spec_from_file_location("course", ROOT / "scripts" / "course.py")
+    course = importlib.util.module_from_spec(spec)
+    sys.modules["course"] = course  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(course)
+    finally:
+        del sys.modules["course"]
+    plan = course.Plan(
+        dataset="digits", data_dir=None, out=Path("runs"), models=("mlp",),
+        optimizers=course.OPTIMIZERS, quick=True, steps=3, limit=None, seed=0,
+    )  # fmt: skip
+    for optimizer in course.OPTIMIZERS:
+        assert course.train_config(plan, "mlp", optimizer).resolved().lr == DEFAULT_LR[optimizer]
