@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 import attacks
 
 from . import runs
-from .data import Dataset, load_dataset
+from .data import Dataset, load_run_dataset
 from .evaluate import Curve, robustness_curve
 from .records import RECORD_DIR, AttackRecord, AttackSettings, RecordError, read_record, record_path
 
@@ -49,6 +49,8 @@ def attack_run(
     n_examples: int = 8,
     figure: bool = True,
     data: Dataset | None = None,
+    dataset: str | os.PathLike | None = None,
+    allow_changed_data: bool = False,
 ) -> AttackRecord:
     """Attack the model of ``run_dir`` with ``settings`` and store the record.
 
@@ -65,12 +67,18 @@ def attack_run(
         n_examples: how many gallery examples to store.
         figure: also draw ``figures/NAME.png``.
         data: the run's dataset, already loaded (saves reloading it).
+        dataset: read the run's data from here (it moved) instead of the path
+            in its config.json (see `advkit.data.load_run_dataset`).
+        allow_changed_data: attack data whose sha256 differs from the one
+            recorded at training (with a warning) instead of refusing it.
 
     Raises:
         ValueError: bad settings, or a run that is missing or corrupt (RunError).
     """
     run_dir = Path(run_dir)
     model, config = runs.load_run(run_dir, device=device)
+    if data is None:
+        data = load_run_dataset(run_dir, config, dataset=dataset, allow_changed=allow_changed_data)
     x, y = _split(run_dir, config, settings, data)
     curve = robustness_curve(
         model, x, y, settings.epsilons, device=device, progress=progress,
@@ -90,6 +98,7 @@ def attack_run(
         dataset=config["dataset"]["name"],
         run_key=runs.config_hash(config),
         examples={"file": examples_file, "eps": eps},
+        **runs.timing_context(device),
     )
     if figure:
         from .report import attack_figure, save_figure  # matplotlib only when drawing
@@ -103,12 +112,9 @@ def attack_run(
 
 
 def _split(
-    run_dir: Path, config: dict, settings: AttackSettings, data: Dataset | None
+    run_dir: Path, config: dict, settings: AttackSettings, data: Dataset
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples to attack: the settings' split of the run's dataset, limited."""
-    if data is None:
-        ds = config["dataset"]
-        data = load_dataset(ds["name"], data_dir=ds.get("data_dir"), seed=ds["seed"])
     spec = config["model"]
     if (
         list(data.input_shape) != list(spec["input_shape"])

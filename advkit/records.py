@@ -160,7 +160,7 @@ class AttackRecord:
             whose run was retrained since is stale.
         examples: `{"file": ..., "eps": ...}`, the gallery file beside the record.
         created: UTC time of writing; `versions`: of advkit and torch;
-            `threads`: torch's CPU threads, with which `curve.seconds` was measured.
+            `threads` and `device`: what `curve.seconds` was measured with.
     """
 
     settings: AttackSettings
@@ -178,6 +178,7 @@ class AttackRecord:
         default_factory=lambda: {"advkit": __version__, "torch": torch.__version__}
     )
     threads: int = field(default_factory=torch.get_num_threads)
+    device: str = "cpu"
 
     @property
     def name(self) -> str:
@@ -200,6 +201,7 @@ class AttackRecord:
             "created": self.created,
             "versions": self.versions,
             "threads": self.threads,
+            "device": self.device,
         }
 
     @classmethod
@@ -227,6 +229,7 @@ class AttackRecord:
             created=str(d.get("created", "")),
             versions=dict(d.get("versions") or {}),
             threads=int(d.get("threads", 0)),
+            device=str(d.get("device", "")),
         )
 
 

@@ -209,6 +209,17 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
     help="Seeds random targets and random starts.",
 )
 @click.option(
+    "--dataset",
+    "dataset_path",
+    type=click.Path(exists=True),
+    help="Read the run's data from here (it moved) instead of the path in its config.json.",
+)
+@click.option(
+    "--allow-changed-data",
+    is_flag=True,
+    help="Attack data that changed since training (its sha256 differs), with a warning.",
+)
+@click.option(
     "--force", is_flag=True, help="Recompute a record that exists with exactly these settings."
 )
 @device_option
@@ -234,6 +245,8 @@ def attack_command(
     limit,
     batch_size,
     seed,
+    dataset_path,
+    allow_changed_data,
     force,
     device,
     out,
@@ -265,7 +278,8 @@ def attack_command(
     record = None if force else find_complete(run, settings)
     computed = record is None
     if record is None:
-        record = _attack(run, settings, dev, epsilons, f"{attack} {norm}")
+        data = {"dataset": dataset_path, "allow_changed_data": allow_changed_data}
+        record = _attack(run, settings, dev, epsilons, f"{attack} {norm}", data)
     else:
         log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
     if out == "-":
@@ -278,7 +292,7 @@ def attack_command(
         log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
 
 
-def _attack(run, settings: AttackSettings, device, epsilons, label: str) -> AttackRecord:
+def _attack(run, settings: AttackSettings, device, epsilons, label: str, data) -> AttackRecord:
     """`attack_run` with a progress bar; a Ctrl-C exits 130 with a note."""
 
     def on_batch(i: int, done: int, total: int) -> None:
@@ -290,7 +304,7 @@ def _attack(run, settings: AttackSettings, device, epsilons, label: str) -> Atta
     try:
         bar = progress(len(epsilons), label, "eps")
         try:
-            return attack_run(run, settings, device=device, progress=on_batch)
+            return attack_run(run, settings, device=device, progress=on_batch, **data)
         finally:
             bar.close()
     except KeyboardInterrupt:
