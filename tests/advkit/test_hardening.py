@@ -656,7 +656,7 @@ INTERRUPTED = (130, -signal.SIGINT)
 
 def assert_interrupted_cleanly(code, terminal, sig):
     """SIGINT: status 130 and one line, no traceback; SIGKILL: killed. Status 0 only when
-    the command had finished before the signal landed, or when CPython swallowed it.
+    CPython swallowed the interrupt (below).
 
     CPython ignores a KeyboardInterrupt that lands in importlib's module-lock callback
     at the end of a first import: it prints "Exception ignored in: <function
@@ -667,6 +667,9 @@ def assert_interrupted_cleanly(code, terminal, sig):
     if not swallowed:
         assert "Traceback" not in terminal, terminal
     if code == 0:
+        # Only CPython swallowing the interrupt may let the command finish; anything
+        # else means the signal came too late and the test would check nothing.
+        assert swallowed, f"the command finished before {sig!r} landed:\n{terminal}"
         return
     if sig == signal.SIGINT:
         assert code in INTERRUPTED, terminal
