@@ -278,7 +278,9 @@ def _short_value(row: Row | None) -> str:
     return ("≈" if row.interpolated == "yes" else "") + fmt(row.accuracy_at_eps_chosen)
 
 
-def _results_head(settings: list[Setting], norms: list[str], chosen: dict[str, EpsChoice]):
+def _results_head(
+    settings: list[Setting], norms: list[str], chosen: dict[str, EpsChoice]
+) -> list[Head]:
     head = [Head(h) for h in ("run", "model", "optimizer", "dataset", "epochs", "test accuracy")]
     for s in settings:
         at = eps_text(chosen[s.norm].eps) if s.norm in chosen else "—"

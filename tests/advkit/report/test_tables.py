@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from advkit import runs
+from advkit import report, runs
 
 
 def test_summary_csv_holds_the_json_numbers(built, run_root, records):
@@ -68,9 +68,18 @@ def test_summary_md_holds_the_json_numbers_with_fixed_decimals(built, records):
         assert loss == "ce"
 
 
-def test_headline_names_the_strongest_attack_from_its_settings(built):
+def test_headline_names_the_strongest_attack_from_its_settings(built, run_root):
     _, result, _ = built
     row = next(r for r in result["table"] if r["run"] == "bncnn-adam")
     # Steps come from the record's settings, the name upper-cased: no table of attack names.
-    assert row["robust"]["linf"]["attack"] in ("PGD-3 untargeted", "FGSM untargeted")
     assert row["robust"]["l2"]["attack"] == "PGD-3 untargeted"
+    run = report.load_report_run(run_root / "bncnn-adam")
+    strongest = report.strongest_record(run, "linf", result["eps"]["linf"])
+    assert row["robust"]["linf"]["attack"] == strongest.label
+    assert strongest.label in ("PGD-3 untargeted", "FGSM untargeted")
+    value, _ = report.value_at(strongest.curve, result["eps"]["linf"])
+    assert row["robust"]["linf"]["accuracy"] == value
+    for rec in run.records:  # nothing untargeted under L∞ did better
+        if rec.setting.norm == "linf" and rec.setting.target is None:
+            other, _ = report.value_at(rec.curve, result["eps"]["linf"])
+            assert other is None or other >= value
