@@ -1,0 +1,387 @@
+"""Reading runs for the report: run directories, attack records, gallery examples
+and training metrics, as typed objects.
+
+This is the only module of the report that touches the raw JSON of a run
+(``config.json``, ``metrics.jsonl``, ``summary.json``, ``attacks/*.json``);
+everything else works on :class:`ReportRun`, :class:`AttackRecord` and
+:class:`Curve`. Records are checked once, here, when they are read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import runs
+from ..runs import RunError
+from .style import NORM_ORDER, attack_title, norm_name, rank, safe, target_label, target_slug
+
+DEFAULT_SPLIT = "test"
+EXAMPLE_KEYS = ("x", "x_adv", "y", "pred_clean", "pred_adv", "conf_clean", "conf_adv")
+"""Tensors every gallery file holds (``target`` is optional: -1 for untargeted)."""
+
+
+class Setting(NamedTuple):
+    """What groups attack records into one robustness figure."""
+
+    attack: str
+    norm: str
+    target: Any  # None, "random", "least-likely" or a class index
+    loss: str
+    split: str = DEFAULT_SPLIT
+
+    @property
+    def slug(self) -> str:
+        """File-name part, as the record names: ``pgd-linf-untargeted``, ``pgd-l2-target-3-lecture-val``."""
+        parts = [self.attack, self.norm, target_slug(self.target)]
+        if self.loss != "ce":
+            parts.append(self.loss)
+        if self.split != DEFAULT_SPLIT:
+            parts.append(self.split)
+        return safe("-".join(str(p) for p in parts))
+
+    @property
+    def title(self) -> str:
+        """Human name: ``PGD L∞ untargeted``, ``FGSM L2 targeted (random), loss margin``."""
+        name = f"{attack_title(self.attack)} {norm_name(self.norm)} {target_label(self.target)}"
+        if self.loss != "ce":
+            name += f", loss {self.loss}"
+        if self.split != DEFAULT_SPLIT:
+            name += f", {self.split} split"
+        return name
+
+    def sort_key(self) -> tuple:
+        """Untargeted first, then by attack name, norm (L∞ first), target, loss, split."""
+        return (
+            self.target is not None,
+            self.attack,
+            rank(self.norm, NORM_ORDER),
+            str(self.target),
+            self.loss != "ce",
+            self.loss,
+            self.split != DEFAULT_SPLIT,
+            self.split,
+        )
+
+
+@dataclass
+class Curve:
+    """A robustness curve as the report reads it from a record."""
+
+    epsilons: list[float]
+    accuracy: list[float]
+    success_rate: list[float]
+    clean_accuracy: float
+    n_samples: int | None = None
+    n_excluded: int = 0
+    seconds: float | None = None
+    cost: float | None = None
+    """Forward and backward passes per attacked sample, when the record counts them."""
+
+
+@dataclass
+class AttackRecord:
+    """One ``attacks/NAME.json`` of a run and its gallery examples."""
+
+    path: Path
+    name: str
+    setting: Setting
+    curve: Curve
+    steps: int | None = None
+    restarts: int | None = None
+    examples: dict[str, torch.Tensor] | None = None
+    examples_eps: float | None = None
+    examples_file: str | None = None
+    model: str = ""
+    optimizer: str = ""
+    dataset: str = ""
+
+    @property
+    def label(self) -> str:
+        """Short name of the attack: ``PGD-10 untargeted``, ``PGD-10×3 margin untargeted``."""
+        steps = f"-{self.steps}" if self.steps else ""
+        restarts = f"×{self.restarts}" if (self.restarts or 1) > 1 else ""
+        loss = f" {self.setting.loss}" if self.setting.loss != "ce" else ""
+        return f"{attack_title(self.setting.attack)}{steps}{restarts}{loss} {target_label(self.setting.target)}"
+
+    @property
+    def title(self) -> str:
+        """``mlp · adam on digits: PGD L∞ untargeted, 10 steps`` (who only when known)."""
+        steps = f", {self.steps} steps" if self.steps else ""
+        who = " · ".join(v for v in (self.model, self.optimizer) if v)
+        data = f" on {self.dataset}" if self.dataset else ""
+        return (
+            f"{who}{data}: {self.setting.title}{steps}" if who else f"{self.setting.title}{steps}"
+        )
+
+
+@dataclass
+class Epoch:
+    """One row of ``metrics.jsonl``: the epoch and its finite numbers."""
+
+    epoch: Any
+    values: dict[str, float]
+
+
+@dataclass
+class ReportRun:
+    """A run directory as the report sees it."""
+
+    path: Path
+    name: str
+    model: str
+    optimizer: str
+    dataset: str
+    lr: float | None
+    schedule: str | None
+    warmup_epochs: int
+    metric_rows: int
+    """Rows of ``metrics.jsonl`` (one per finished epoch)."""
+    epochs: list[Epoch]
+    test_accuracy: float | None
+    train_seconds: float | None
+    finished: bool
+    records: list[AttackRecord]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Legend label: the run name, plus model and optimizer when the name lacks them."""
+        if self.model in self.name and self.optimizer in self.name:
+            return self.name
+        return f"{self.name} ({self.model}, {self.optimizer})"
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_run(path: Path) -> bool:
+    """Whether ``path`` is a run directory (it holds a ``config.json``)."""
+    return (path / runs.CONFIG).is_file()
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """The run directories named by ``paths``, in order, without repeats.
+
+    A path that is not a run itself but whose subdirectories hold runs stands
+    for those runs (``advkit report runs/`` is ``advkit report runs/*``).
+
+    Raises:
+        RunError: a path that does not exist, or is neither a run directory nor
+            a directory holding runs.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise RunError(f"run directory {str(p)!r} does not exist")
+        if not p.is_dir():
+            raise RunError(f"{str(p)!r} is not a run directory (it is a file)")
+        if is_run(p):
+            found.append(p)
+            continue
+        children = sorted(c for c in p.iterdir() if c.is_dir() and is_run(c))
+        if not children:
+            raise RunError(
+                f"{str(p)!r} is not a run directory: it has no {runs.CONFIG} "
+                "and no subdirectory holding one"
+            )
+        found.extend(children)
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+def _check_record(data: Any, path: Path) -> None:
+    def bad(what: str) -> RunError:
+        return RunError(f"{path} is not a valid attack record: {what}")
+
+    if not isinstance(data, dict):
+        raise bad("not a JSON object")
+    settings, curve = data.get("settings"), data.get("curve")
+    if not isinstance(settings, dict) or not isinstance(curve, dict):
+        raise bad("it needs 'settings' and 'curve' objects")
+    for key in ("attack", "norm"):
+        if not isinstance(settings.get(key), str):
+            raise bad(f"settings.{key} is missing")
+    lists: list[Any] = [curve.get(k) for k in ("epsilons", "accuracy", "success_rate")]
+    if not all(isinstance(v, list) and v and all(is_number(x) for x in v) for v in lists):
+        raise bad("curve.epsilons, curve.accuracy and curve.success_rate must be lists of numbers")
+    if len({len(v) for v in lists}) != 1:
+        raise bad("curve.epsilons, curve.accuracy and curve.success_rate differ in length")
+    if lists[0] != sorted(lists[0]) or lists[0][0] < 0:
+        raise bad("curve.epsilons must be increasing and >= 0")
+    if not is_number(curve.get("clean_accuracy")):
+        raise bad("curve.clean_accuracy is missing")
+
+
+def check_examples(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
+    """Raise RunError unless ``tensors`` is a gallery file (see ``EXAMPLE_KEYS``)."""
+    missing = [k for k in EXAMPLE_KEYS if k not in tensors]
+    if missing:
+        raise RunError(f"{path} is not a gallery file: it lacks {', '.join(missing)}")
+    x, x_adv = tensors["x"], tensors["x_adv"]
+    if x.ndim != 4 or x.shape != x_adv.shape or x.shape[1] not in (1, 3):
+        raise RunError(
+            f"{path} is not a gallery file: x and x_adv must be (n, 1 or 3, H, W), "
+            f"got {tuple(x.shape)} and {tuple(x_adv.shape)}"
+        )
+    n = len(x)
+    if any(len(tensors[k]) != n for k in EXAMPLE_KEYS):
+        raise RunError(
+            f"{path} is not a gallery file: its tensors hold different numbers of samples"
+        )
+
+
+def _cost(value: Any) -> float | None:
+    """Passes per attacked sample: a number, or the sum of a dict's or a list's numbers."""
+    if is_number(value):
+        return float(value)
+    parts = list(value.values()) if isinstance(value, dict) else value
+    if isinstance(parts, list) and parts and all(is_number(v) for v in parts):
+        return float(sum(parts))
+    return None
+
+
+def _curve(c: dict[str, Any]) -> Curve:
+    return Curve(
+        epsilons=list(c["epsilons"]),
+        accuracy=list(c["accuracy"]),
+        success_rate=list(c["success_rate"]),
+        clean_accuracy=c["clean_accuracy"],
+        n_samples=c.get("n_samples"),
+        n_excluded=c.get("n_excluded") or 0,
+        seconds=c.get("seconds"),
+        cost=_cost(c.get("cost")),
+    )
+
+
+def parse_record(
+    data: Any, path: Path, examples: dict[str, torch.Tensor] | None = None
+) -> AttackRecord:
+    """The typed record of the JSON object ``data`` read from ``path``.
+
+    Raises:
+        RunError: a record without the documented fields (the message names ``path``).
+    """
+    _check_record(data, path)
+    s = data["settings"]
+    ex = data.get("examples")
+    ex = ex if isinstance(ex, dict) else {}
+    return AttackRecord(
+        path=path,
+        name=str(data.get("name") or path.stem),
+        setting=Setting(
+            s["attack"], s["norm"], s.get("target"), s.get("loss") or "ce", s.get("split") or "test"
+        ),
+        curve=_curve(data["curve"]),
+        steps=s.get("steps"),
+        restarts=s.get("restarts"),
+        examples=examples,
+        examples_eps=ex["eps"] if is_number(ex.get("eps")) else None,
+        examples_file=str(ex["file"]) if ex.get("file") else None,
+        model=str(data.get("model") or ""),
+        optimizer=str(data.get("optimizer") or ""),
+        dataset=str(data.get("dataset") or ""),
+    )
+
+
+def record_from_dict(
+    data: dict[str, Any], examples: dict[str, torch.Tensor] | None
+) -> AttackRecord:
+    """A record held in memory (``advkit attack`` before writing it), checked."""
+    name = Path(str(data.get("name", "record")) if isinstance(data, dict) else "record")
+    if examples is not None:
+        check_examples(examples, name)
+    return parse_record(data, name, examples)
+
+
+def _read_record(file: Path, notes: list[str]) -> AttackRecord:
+    """One ``attacks/*.json`` with its examples; a missing examples file becomes a note."""
+    record = parse_record(runs.read_json(file), file)
+    if record.examples_file is None:
+        return record
+    ex_path = file.parent / record.examples_file
+    if ex_path.exists():
+        record.examples = runs.read_safetensors(ex_path)
+        check_examples(record.examples, ex_path)
+    else:
+        notes.append(f"{file.name}: its examples file {record.examples_file} is missing")
+    return record
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config = runs.read_json(path / runs.CONFIG)
+    if not (
+        isinstance(config, dict)
+        and isinstance(config.get("model"), dict)
+        and isinstance(config.get("optimizer"), dict)
+        and "name" in config["model"]
+        and "name" in config["optimizer"]
+    ):
+        raise RunError(
+            f"{path / runs.CONFIG} does not hold a run config (model and optimizer names)"
+        )
+    return config
+
+
+def _epochs(metrics: list[dict[str, Any]]) -> list[Epoch]:
+    return [
+        Epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch" and is_number(v)})
+        for row in metrics
+        if isinstance(row, dict) and "epoch" in row
+    ]
+
+
+def load_report_run(path: str | Path) -> ReportRun:
+    """Read what the report needs from a run directory.
+
+    Missing pieces (no ``summary.json``, no attacks, no examples file) become
+    notes; corrupt ones are errors.
+
+    Raises:
+        RunError: no ``config.json``, or a corrupt config, metrics, attack
+            record or examples file (the message names the file).
+    """
+    path = Path(path)
+    if not is_run(path):
+        raise RunError(f"{str(path)!r} is not a run directory: it has no {runs.CONFIG}")
+    config = _read_config(path)
+    metrics = runs.read_jsonl(path / runs.METRICS)
+    summary, notes = None, []
+    if (path / runs.SUMMARY).exists():
+        summary = runs.read_json(path / runs.SUMMARY)
+        if not isinstance(summary, dict):
+            raise RunError(f"{path / runs.SUMMARY} does not hold a training summary")
+    else:
+        notes.append(
+            f"training did not finish ({len(metrics)} epochs in metrics.jsonl, no summary.json)"
+        )
+    records = [_read_record(file, notes) for file in sorted((path / "attacks").glob("*.json"))]
+    if not records:
+        notes.append(f"no attacks yet (run: advkit attack {path} --attack pgd --norm linf)")
+    schedule = config.get("schedule") or {}
+    return ReportRun(
+        path=path,
+        name=path.name,
+        model=str(config["model"]["name"]),
+        optimizer=str(config["optimizer"]["name"]),
+        dataset=str(config.get("dataset", {}).get("name", "?")),
+        lr=config["optimizer"].get("lr"),
+        schedule=schedule.get("name") or None,
+        warmup_epochs=schedule.get("warmup_epochs") or 0,
+        metric_rows=len(metrics),
+        epochs=_epochs(metrics),
+        test_accuracy=(summary or {}).get("test_accuracy"),
+        train_seconds=(summary or {}).get("seconds"),
+        finished=summary is not None,
+        records=records,
+        notes=notes,
+    )
