@@ -25,6 +25,7 @@ import torch
 
 from . import __version__
 from .evaluate import TARGETS, Curve, attack_options
+from .runs import RunError
 
 SPLITS = ("test", "val")
 RECORD_DIR = "attacks"
@@ -33,7 +34,7 @@ RECORD_DIR = "attacks"
 _FIELDS = ("attack", "norm", "epsilons", "target", "split", "limit", "batch_size", "seed")
 
 
-class RecordError(ValueError):
+class RecordError(RunError):
     """A record file that is missing, corrupt or not an attack record."""
 
 
@@ -255,6 +256,8 @@ def _check_layout(d: Any) -> None:
         raise ValueError("the curve's lists differ in length")
     if not all(_number(v) for v in [*eps, *acc, *rate]):
         raise ValueError("the curve holds values that are not finite numbers")
+    if eps != sorted(eps) or eps[0] < 0:
+        raise ValueError("the curve's epsilons must be increasing and >= 0")
     if not all(0 <= v <= 1 for v in [*acc, *rate]):
         raise ValueError("accuracies must lie in [0, 1]")
     if settings.get("norm") not in ("linf", "l2"):

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import runs
+from ..evaluate import Curve as StoredCurve
+from ..records import AttackRecord as StoredRecord
 from ..runs import RunError
 from .style import NORM_ORDER, attack_title, norm_name, rank, safe, target_label, target_slug
 
@@ -82,6 +84,12 @@ class Curve:
     seconds: float | None = None
     cost: float | None = None
     """Forward and backward passes per attacked sample, when the record counts them."""
+    intervals: list[list[float]] = field(default_factory=list)
+    """Per eps, the 95% Wilson interval of the accuracy."""
+    flags: list[dict[str, str]] = field(default_factory=list)
+    """Warnings that the evaluation may not be trusted (`advkit.trust`)."""
+    per_sample: dict[str, list] = field(default_factory=dict)
+    """Per sample: index, fooled_at, reached_at (see `advkit.evaluate.Curve`)."""
 
 
 @dataclass
@@ -100,6 +108,8 @@ class AttackRecord:
     model: str = ""
     optimizer: str = ""
     dataset: str = ""
+    stored: StoredRecord | None = None
+    """The record as `advkit.records` reads it (settings, curve, provenance)."""
 
     @property
     def label(self) -> str:
@@ -199,29 +209,6 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def _check_record(data: Any, path: Path) -> None:
-    def bad(what: str) -> RunError:
-        return RunError(f"{path} is not a valid attack record: {what}")
-
-    if not isinstance(data, dict):
-        raise bad("not a JSON object")
-    settings, curve = data.get("settings"), data.get("curve")
-    if not isinstance(settings, dict) or not isinstance(curve, dict):
-        raise bad("it needs 'settings' and 'curve' objects")
-    for key in ("attack", "norm"):
-        if not isinstance(settings.get(key), str):
-            raise bad(f"settings.{key} is missing")
-    lists: list[Any] = [curve.get(k) for k in ("epsilons", "accuracy", "success_rate")]
-    if not all(isinstance(v, list) and v and all(is_number(x) for x in v) for v in lists):
-        raise bad("curve.epsilons, curve.accuracy and curve.success_rate must be lists of numbers")
-    if len({len(v) for v in lists}) != 1:
-        raise bad("curve.epsilons, curve.accuracy and curve.success_rate differ in length")
-    if lists[0] != sorted(lists[0]) or lists[0][0] < 0:
-        raise bad("curve.epsilons must be increasing and >= 0")
-    if not is_number(curve.get("clean_accuracy")):
-        raise bad("curve.clean_accuracy is missing")
-
-
 def check_examples(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
     """Raise RunError unless ``tensors`` is a gallery file (see ``EXAMPLE_KEYS``)."""
     missing = [k for k in EXAMPLE_KEYS if k not in tensors]
@@ -240,26 +227,19 @@ def check_examples(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
         )
 
 
-def _cost(value: Any) -> float | None:
-    """Passes per attacked sample: a number, or the sum of a dict's or a list's numbers."""
-    if is_number(value):
-        return float(value)
-    parts = list(value.values()) if isinstance(value, dict) else value
-    if isinstance(parts, list) and parts and all(is_number(v) for v in parts):
-        return float(sum(parts))
-    return None
-
-
-def _curve(c: dict[str, Any]) -> Curve:
+def _curve(c: StoredCurve) -> Curve:
     return Curve(
-        epsilons=list(c["epsilons"]),
-        accuracy=list(c["accuracy"]),
-        success_rate=list(c["success_rate"]),
-        clean_accuracy=c["clean_accuracy"],
-        n_samples=c.get("n_samples"),
-        n_excluded=c.get("n_excluded") or 0,
-        seconds=c.get("seconds"),
-        cost=_cost(c.get("cost")),
+        epsilons=list(c.epsilons),
+        accuracy=list(c.accuracy),
+        success_rate=list(c.success_rate),
+        clean_accuracy=c.clean_accuracy,
+        n_samples=c.n_samples,
+        n_excluded=c.n_excluded,
+        seconds=c.seconds,
+        cost=sum(c.cost.values()) if any(c.passes.values()) else None,
+        intervals=[list(i) for i in c.intervals],
+        flags=list(c.flags),
+        per_sample=dict(c.per_sample),
     )
 
 
@@ -268,28 +248,28 @@ def parse_record(
 ) -> AttackRecord:
     """The typed record of the JSON object ``data`` read from ``path``.
 
+    The record is checked once, by `advkit.records.AttackRecord.from_dict`.
+
     Raises:
         RunError: a record without the documented fields (the message names ``path``).
     """
-    _check_record(data, path)
-    s = data["settings"]
-    ex = data.get("examples")
-    ex = ex if isinstance(ex, dict) else {}
+    stored = StoredRecord.from_dict(data, str(path))
+    s = stored.settings
+    ex = stored.examples
     return AttackRecord(
         path=path,
         name=str(data.get("name") or path.stem),
-        setting=Setting(
-            s["attack"], s["norm"], s.get("target"), s.get("loss") or "ce", s.get("split") or "test"
-        ),
-        curve=_curve(data["curve"]),
-        steps=s.get("steps"),
-        restarts=s.get("restarts"),
+        setting=Setting(s.attack, s.norm, s.target, s.options.get("loss") or "ce", s.split),
+        curve=_curve(stored.curve),
+        steps=s.options.get("steps"),
+        restarts=s.options.get("restarts"),
         examples=examples,
         examples_eps=ex["eps"] if is_number(ex.get("eps")) else None,
         examples_file=str(ex["file"]) if ex.get("file") else None,
-        model=str(data.get("model") or ""),
-        optimizer=str(data.get("optimizer") or ""),
-        dataset=str(data.get("dataset") or ""),
+        model=stored.model,
+        optimizer=stored.optimizer,
+        dataset=stored.dataset,
+        stored=stored,
     )
 
 

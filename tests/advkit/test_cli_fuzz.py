@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from advkit.attack_runs import attack_run
-from advkit.records import AttackSettings
 from advkit.cli import main
+from advkit.records import AttackSettings
 from advkit.train import TrainConfig, train
 
 SETTINGS = settings(

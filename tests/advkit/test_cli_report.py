@@ -5,8 +5,8 @@ from click.testing import CliRunner
 
 from advkit import runs
 from advkit.attack_runs import attack_run
-from advkit.records import AttackSettings
 from advkit.cli.report import report_command
+from advkit.records import AttackSettings
 from advkit.train import TrainConfig, train
 
 
@@ -32,7 +32,9 @@ def test_report_of_a_parent_directory(run_root, tmp_path):
     assert lines[0].startswith(f"report: {tmp_path / 'report' / 'index.html'}")
     assert "1 runs, 1 attack records" in lines[0]
     assert "L∞ acc at ε=0.2" in lines[1]
-    record = runs.read_json(run_root / "mlp-adam" / "attacks" / "pgd-linf-untargeted.json")
+    record = runs.read_json(
+        next((run_root / "mlp-adam" / "attacks").glob("pgd-linf-untargeted-????????.json"))
+    )
     assert lines[2].split()[:3] == ["mlp-adam", "mlp", "adam"]
     assert f"{record['curve']['accuracy'][2]:.4f}" in lines[2]
     assert "Traceback" not in result.output
@@ -71,11 +73,11 @@ def _corrupt_examples(tmp_path, run_root):
     run = tmp_path / "r"
     (run / "attacks").mkdir(parents=True)
     (run / "config.json").write_bytes((run_root / "mlp-adam" / "config.json").read_bytes())
-    for p in (run_root / "mlp-adam" / "attacks").iterdir():
-        (run / "attacks" / p.name).write_bytes(p.read_bytes()[:40])
-    (run / "attacks" / "pgd-linf-untargeted.json").write_bytes(
-        (run_root / "mlp-adam" / "attacks" / "pgd-linf-untargeted.json").read_bytes()
-    )
+    # The record whole, its examples file cut short.
+    record = next((run_root / "mlp-adam" / "attacks").glob("pgd-linf-untargeted-????????.json"))
+    examples = record.with_name(record.stem + ".examples.safetensors")
+    (run / "attacks" / record.name).write_bytes(record.read_bytes())
+    (run / "attacks" / examples.name).write_bytes(examples.read_bytes()[:40])
     return [run], "not a valid safetensors file"
 
 

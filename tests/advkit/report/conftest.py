@@ -7,7 +7,8 @@ shared by every ``tests/advkit/report/test_*.py``.
 import pytest
 
 from advkit import report, runs
-from advkit.attack_runs import attack_run, make_settings
+from advkit.attack_runs import attack_run
+from advkit.records import AttackSettings
 from advkit.train import TrainConfig, train
 
 LINF = [0.0, 0.1, 0.2]
@@ -15,7 +16,9 @@ L2 = [0.0, 0.5, 1.0]
 
 
 def attack(run_dir, data, *, norm="linf", epsilons=LINF, **kw):
-    settings = make_settings(norm=norm, epsilons=epsilons, steps=3, limit=48, **kw)
+    if kw.get("attack", "pgd") == "pgd":
+        kw.setdefault("steps", 3)
+    settings = AttackSettings.make(norm=norm, epsilons=epsilons, limit=48, **kw)
     return attack_run(run_dir, settings, data=data, n_examples=6, figure=False)
 
 

@@ -1,6 +1,7 @@
 """build_report on real runs: the files it writes, its notes, bad input, interruption."""
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from advkit import report, runs
 
 def test_every_expected_file_is_written(built, run_root, records):
     out, result, calls = built
-    names = {p.name for p in (out / "figures").iterdir()}
+    # Gallery files carry their record's name, which ends with its identity hash.
+    names = {re.sub(r"-[0-9a-f]{8}\.png$", ".png", p.name) for p in (out / "figures").iterdir()}
     expected = {
         "comparison.png",
         "curves-pgd-linf-untargeted.png",
@@ -41,7 +43,9 @@ def test_every_expected_file_is_written(built, run_root, records):
     for path in [out / "index.html", out / "summary.csv", out / "summary.md"]:
         assert path.stat().st_size > 0
     assert result["runs"] == 4 and result["records"] == len(records) == 8
-    assert sorted(p.name for p in result["figures"]) == sorted(expected)
+    assert sorted(
+        re.sub(r"-[0-9a-f]{8}\.png$", ".png", p.name) for p in result["figures"]
+    ) == sorted(expected)
     assert result["eps"] == {"linf": 0.1, "l2": 0.5}  # middle of the common nonzero grid
     # Progress: announced once with the total, then once per figure.
     assert calls[0][:2] == (0, len(expected)) and calls[-1][:2] == (len(expected), len(expected))
@@ -112,7 +116,7 @@ def test_bad_input_names_the_path_and_writes_nothing(run_root, tmp_path):
     with pytest.raises(runs.RunError, match="pgd-linf-untargeted.json is not valid JSON"):
         report.build_report([broken], out)
     (broken / "attacks" / "pgd-linf-untargeted.json").write_text('{"settings": {}, "curve": {}}')
-    with pytest.raises(runs.RunError, match="not a valid attack record"):
+    with pytest.raises(runs.RunError, match="is not an attack record"):
         report.build_report([broken], out)
     assert not out.exists()
 

@@ -23,7 +23,9 @@ def test_the_same_model_has_the_same_colour_in_two_figures(run_root):
     loaded = [report.load_report_run(p) for p in report.find_runs([run_root])]
     mlp_runs = [r for r in loaded if r.model == "mlp"]
     training = report.training_figure("mlp", mlp_runs)
-    entries = [(r, rec) for r in loaded for rec in r.records if rec.name == "pgd-linf-untargeted"]
+    entries = [
+        (r, rec) for r in loaded for rec in r.records if rec.setting.slug == "pgd-linf-untargeted"
+    ]
     curves = report.robustness_figure(entries[0][1].setting, entries, None)
 
     def colours(fig: Figure, label_has: str | None = None) -> set[str]:
@@ -52,7 +54,7 @@ def test_comparison_figure_writes_the_strongest_attacks_numbers(run_root):
 
 
 def test_attack_figure_draws_curve_and_gallery_grey_and_rgb(run_root, tmp_path):
-    path = run_root / "mlp-adam" / "attacks" / "pgd-linf-target-random.json"
+    path = next((run_root / "mlp-adam" / "attacks").glob("pgd-linf-target-random-????????.json"))
     record = runs.read_json(path)
     examples = runs.read_safetensors(path.with_name(record["examples"]["file"]))
     fig = report.attack_figure(record, examples)

@@ -20,7 +20,7 @@ def test_galleries_show_the_most_accurate_run_and_its_strongest_attacks(run_root
 
 def test_gallery_figure_draws_three_rows_per_example(run_root):
     run = report.load_report_run(run_root / "mlp-adam")
-    rec = next(r for r in run.records if r.name == "pgd-l2-untargeted")
+    rec = next(r for r in run.records if r.setting.slug == "pgd-l2-untargeted")
     fig = report.gallery_figure(run, rec)
     (ax,) = fig.axes
     n = min(len(rec.examples["y"]), gallery.GALLERY_MAX)

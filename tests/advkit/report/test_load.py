@@ -19,7 +19,7 @@ def test_runs_and_records_are_read_into_typed_objects(run_root, records):
         run.test_accuracy == runs.read_json(run_root / "mlp-adam" / runs.SUMMARY)["test_accuracy"]
     )
     assert run.metric_rows == len(run.epochs) == 2
-    by_name = {rec.name: rec for rec in run.records}
+    by_name = {rec.setting.slug: rec for rec in run.records}
     assert set(by_name) == {"pgd-linf-untargeted", "pgd-l2-untargeted", "pgd-linf-target-random"}
     rec = by_name["pgd-linf-target-random"]
     raw = records[rec.path]
@@ -42,12 +42,20 @@ def test_the_split_is_part_of_the_setting_and_its_file_name():
 
 def _raw(**curve):
     return {
-        "settings": {"attack": "square", "norm": "linf", "queries": 100},
+        "run": "r",
+        "model": "mlp",
+        "optimizer": "adam",
+        "dataset": "digits",
+        "settings": {"attack": "square", "norm": "linf", "epsilons": [0.0, 0.1], "queries": 100},
         "curve": {
             "epsilons": [0.0, 0.1],
             "accuracy": [0.9, 0.5],
             "success_rate": [0.0, 0.4],
             "clean_accuracy": 0.9,
+            "n_samples": 10,
+            "n_excluded": 0,
+            "seconds": 1.0,
+            "checks": [],
             **curve,
         },
     }
@@ -56,14 +64,15 @@ def _raw(**curve):
 def test_a_counted_cost_is_read_when_the_record_has_one(tmp_path):
     path = tmp_path / "square.json"
     assert load.parse_record(_raw(), path).curve.cost is None
-    assert load.parse_record(_raw(cost=40), path).curve.cost == 40.0
-    assert load.parse_record(_raw(cost={"forward": 30, "backward": 10}), path).curve.cost == 40.0
+    counted = _raw()
+    counted["curve"]["passes"] = {"forward": 300, "backward": 100}
+    assert load.parse_record(counted, path).curve.cost == 40.0  # passes per sample
     rec = load.parse_record(_raw(), path)
     assert rec.label == "SQUARE untargeted" and rec.setting.split == "test"
 
 
 def test_bad_records_and_examples_name_the_file(tmp_path):
-    with pytest.raises(runs.RunError, match="x.json is not a valid attack record"):
+    with pytest.raises(runs.RunError, match="x.json is not an attack record"):
         load.parse_record({"settings": {}, "curve": {}}, tmp_path / "x.json")
     bad = _raw()
     bad["curve"]["epsilons"] = [0.1, 0.0]
