@@ -36,4 +36,7 @@ def small_digits(digits: Dataset) -> Dataset:
         x_test=digits.x_test[:64],
         y_test=digits.y_test[:64],
         num_classes=10,
+        # A slice of digits for speed: runs trained on it are attacked on digits itself.
+        sha256=digits.sha256,
+        path=digits.path,
     )
