@@ -12,6 +12,7 @@ from .attack import attack_command
 from .models import models_command
 from .report import report_command
 from .train import train_command
+from .transfer import transfer_command
 
 # click >= 8.2 raises this for a group called without arguments.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)
@@ -69,6 +70,7 @@ def main() -> None:
     advkit train   --model bncnn --optimizer adam --out runs/bncnn-adam
     advkit attack  runs/bncnn-adam --attack pgd --norm linf --eps 0,0.05,0.1,0.2
     advkit report  runs/* --out report/
+    advkit transfer --source runs/mlp,runs/bncnn --victim runs/attention --eps 8/255
     """
 
 
@@ -76,3 +78,4 @@ main.add_command(train_command, "train")
 main.add_command(attack_command, "attack")
 main.add_command(report_command, "report")
 main.add_command(models_command, "models")
+main.add_command(transfer_command, "transfer")
