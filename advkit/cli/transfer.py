@@ -214,6 +214,8 @@ def transfer_command(sources, victims, budgets, eps_unit, save_images, from_imag
         raise click.UsageError("give --source runs to craft on, or --from-images, not both")
     if from_images and save_images:
         raise click.UsageError("--save-images does not apply to --from-images")
+    if save_images and (len(sources) > 1 or len(budgets) > 1):
+        raise click.UsageError("--save-images needs exactly one --source and one --eps")
     for path in (p for group in sources for p in group):
         if not os.path.isdir(path):
             raise click.BadParameter(
