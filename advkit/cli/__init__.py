@@ -25,6 +25,7 @@ from .attack import attack_command  # noqa: E402
 from .models import models_command  # noqa: E402
 from .report import report_command  # noqa: E402
 from .train import train_command  # noqa: E402
+from .transfer import transfer_command  # noqa: E402
 
 # click >= 8.2 raises this for a group called without arguments.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)
@@ -105,6 +106,7 @@ def main(threads: int | None) -> None:
     advkit train   --model bncnn --optimizer adam --out runs/bncnn-adam
     advkit attack  runs/bncnn-adam --attack pgd --norm linf --eps 0,0.05,0.1,0.2
     advkit report  runs/* --out report/
+    advkit transfer --source runs/mlp,runs/bncnn --victim runs/attention --eps 8/255
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -114,3 +116,4 @@ main.add_command(train_command, "train")
 main.add_command(attack_command, "attack")
 main.add_command(report_command, "report")
 main.add_command(models_command, "models")
+main.add_command(transfer_command, "transfer")
