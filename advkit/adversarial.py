@@ -43,6 +43,8 @@ DEFAULT_STEPS = {"pgd": 10, "fgsm-rs": 1, "trades": 10}
 DEFAULT_TRADES_BETA = 6.0
 # FGSM-RS steps 1.25 eps (Wong et al.), a fraction of eps for the others' default.
 FGSM_RS_STEP = 1.25
+# A collapse is also a real drop, not the noise of a few validation samples.
+COLLAPSE_MIN_DROP = 0.1
 
 
 def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
@@ -191,12 +193,15 @@ def robust_accuracy(
 def collapsed(robust: float, best: float | None, guard: float) -> bool:
     """Catastrophic overfitting: robust accuracy fell below ``guard`` times the best so far.
 
-    ``guard`` 0 turns the check off; nothing collapses before some epoch had a
-    robust accuracy above zero.
+    The fall must also be at least ``COLLAPSE_MIN_DROP`` (a few validation
+    samples changing their minds is not a collapse). ``guard`` 0 turns the
+    check off.
     """
     if guard <= 0 or best is None or best <= 0:
         return False
-    return not math.isfinite(robust) or robust < guard * best
+    if not math.isfinite(robust):
+        return True
+    return robust < guard * best and best - robust >= COLLAPSE_MIN_DROP
 
 
 def describe(c: Any) -> dict[str, Any] | None:

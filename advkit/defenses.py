@@ -72,12 +72,12 @@ def parse_defense(spec: str) -> list[tuple[str, float]]:
             )
         default, kind, rule = TRANSFORMS[name]
         try:
-            param = kind(value) if value else default
+            number = float(value) if value else float(default)
         except ValueError:
             raise ValueError(f"defense {item!r}: the parameter must be {rule}") from None
-        if not _in_range(name, param):
+        if not _in_range(name, number) or (kind is int and not number.is_integer()):
             raise ValueError(f"defense {item!r}: the parameter must be {rule}")
-        parts.append((name, param))
+        parts.append((name, kind(number)))
     return parts
 
 
