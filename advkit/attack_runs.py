@@ -20,6 +20,7 @@ import attacks
 
 from . import runs
 from .data import Dataset, load_run_dataset
+from .defenses import defend
 from .evaluate import Curve, robustness_curve
 from .records import RECORD_DIR, AttackRecord, AttackSettings, RecordError, read_record, record_path
 
@@ -77,6 +78,8 @@ def attack_run(
     """
     run_dir = Path(run_dir)
     model, config = runs.load_run(run_dir, device=device)
+    if settings.defense is not None:  # a fresh wrapper: its draws replay from the seed
+        model = defend(model, settings.defense, adaptive=settings.adaptive, seed=settings.seed)
     if data is None:
         data = load_run_dataset(run_dir, config, dataset=dataset, allow_changed=allow_changed_data)
     x, y = _split(run_dir, config, settings, data)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .defenses import canonical_adaptive, canonical_defense
 from .evaluate import TARGETS, Curve, attack_options
 from .runs import RunError
 
@@ -31,7 +32,10 @@ SPLITS = ("test", "val")
 RECORD_DIR = "attacks"
 
 # The fields of AttackSettings that are not options of the attack itself.
-_FIELDS = ("attack", "norm", "epsilons", "target", "split", "limit", "batch_size", "seed")
+_FIELDS = (
+    "attack", "norm", "epsilons", "target", "split", "limit", "batch_size", "seed", "defense",
+    "adaptive",
+)  # fmt: skip
 
 
 class RecordError(RunError):
@@ -52,7 +56,12 @@ class AttackSettings:
         split: `"test"` or `"val"`.
         limit: Attack only the first this many samples of the split (None: all).
         batch_size: Samples per attack call.
-        seed: Seeds random targets and random starts.
+        seed: Seeds random targets and random starts (and a defense's draws).
+        defense: The passive defense the model is wrapped in (`advkit.defenses`,
+            e.g. ``"jpeg:75+blur:1"``), None for the bare model.
+        adaptive: What the attack's gradients see through the defense: None
+            (naive), ``"bpda"`` or ``"eot:N"``. Both are part of the identity
+            only when set, so records without a defense keep their names.
     """
 
     attack: str
@@ -64,6 +73,8 @@ class AttackSettings:
     limit: int | None = None
     batch_size: int = 256
     seed: int = 0
+    defense: str | None = None
+    adaptive: str | None = None
 
     @classmethod
     def make(
@@ -77,6 +88,8 @@ class AttackSettings:
         limit: int | None = None,
         batch_size: int = 256,
         seed: int = 0,
+        defense: str | None = None,
+        adaptive: str | None = None,
         **options: Any,
     ) -> AttackSettings:
         """Check the settings and fill in the attack's defaults.
@@ -96,10 +109,12 @@ class AttackSettings:
             raise ValueError(f"limit must be None or an int >= 1, got {limit!r}")
         if not (target is None or target in TARGETS or isinstance(target, int)):
             raise ValueError(f"target must be None, {TARGETS} or a class index, got {target!r}")
+        if adaptive not in (None, "none") and defense is None:
+            raise ValueError(f"adaptive={adaptive!r} needs a defense to adapt to")
         filled = {name: _json_ready(value) for name, value in {**defaults, **options}.items()}
         return cls(
             attack, norm, tuple(float(e) for e in epsilons), target, filled, split, limit,
-            batch_size, seed,
+            batch_size, seed, canonical_defense(defense), canonical_adaptive(adaptive),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +122,8 @@ class AttackSettings:
         d: dict[str, Any] = {"attack": self.attack, "norm": self.norm}
         d.update(epsilons=list(self.epsilons), target=self.target, **self.options)
         d.update(split=self.split, limit=self.limit, batch_size=self.batch_size, seed=self.seed)
+        if self.defense is not None:
+            d.update(defense=self.defense, adaptive=self.adaptive)
         return d
 
     @classmethod
@@ -138,6 +155,9 @@ class AttackSettings:
             parts.append(str(self.options["loss"]))
         if self.split != "test":
             parts.append(self.split)
+        if self.defense is not None:
+            parts.append(self.defense.replace(":", "").replace("+", "-").replace(".", "p"))
+            parts.append((self.adaptive or "naive").replace(":", ""))
         return "-".join([*parts, self.key])
 
     def curve_kw(self) -> dict[str, Any]:

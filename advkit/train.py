@@ -20,14 +20,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import attacks
 import models
 from attacks import eval_mode
 
-from . import __version__, runs
+from . import __version__, adversarial, runs
 from .data import Dataset, batches, load_dataset
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+MONITORS = ("val_loss", "val_robust_acc")
 
 # The one table of default learning rates: per optimizer, a rate that trains
 # every course model well on digits (measured with scripts/course.py, which
@@ -69,6 +71,17 @@ class TrainConfig:
     patience: int | None = None  # early stopping on validation loss
     model_options: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
+    # Adversarial training (advkit.adversarial): the mode and its attack.
+    adversarial: str = "none"  # none, pgd, fgsm-rs, trades
+    adv_eps: float | None = None  # required with a mode
+    adv_norm: str = "linf"
+    adv_steps: int | None = None  # None: adversarial.DEFAULT_STEPS[mode]
+    adv_step_size: float | None = None  # None: PGD's 2.5 eps / steps; 1.25 eps for fgsm-rs
+    adv_random_start: bool = True
+    trades_beta: float | None = None  # None: 6 for trades
+    adv_eps_warmup: int = 0  # epochs of linear eps ramp-up
+    overfit_guard: float = 0.5  # stop when val robust acc < this x the best (0: off)
+    monitor: str = "val_loss"  # what early stopping and the kept weights follow
 
     def resolved(self) -> TrainConfig:
         """Fill in the defaults that depend on other fields, and validate."""
@@ -86,6 +99,15 @@ class TrainConfig:
             raise ValueError(
                 f"warmup_epochs must be less than epochs ({c.epochs}), got {c.warmup_epochs}"
             )
+        if c.adversarial != "none":
+            if c.adv_steps is None:
+                c.adv_steps = adversarial.DEFAULT_STEPS[c.adversarial]
+            if c.trades_beta is None and c.adversarial == "trades":
+                c.trades_beta = adversarial.DEFAULT_TRADES_BETA
+            if c.adv_eps_warmup >= c.epochs:
+                raise ValueError(
+                    f"adv_eps_warmup must be less than epochs ({c.epochs}), got {c.adv_eps_warmup}"
+                )
         return c
 
 
@@ -129,6 +151,48 @@ def check_config(c: TrainConfig) -> None:
         raise bad("warmup_epochs", "an integer >= 0", c.warmup_epochs)
     if c.patience is not None and c.patience < 1:
         raise bad("patience", "an integer >= 1", c.patience)
+    check_adversarial(c)
+
+
+def check_adversarial(c: TrainConfig) -> None:
+    """Raise ValueError naming the first bad or inconsistent adversarial-training setting."""
+
+    def bad(name: str, rule: str, value: Any) -> ValueError:
+        return ValueError(f"{name} must be {rule}, got {value!r}")
+
+    if c.adversarial not in adversarial.MODES:
+        raise bad("adversarial", f"one of {', '.join(adversarial.MODES)}", c.adversarial)
+    if c.monitor not in MONITORS:
+        raise bad("monitor", f"one of {', '.join(MONITORS)}", c.monitor)
+    if c.adversarial == "none":
+        for name in ("adv_eps", "adv_steps", "adv_step_size", "trades_beta"):
+            if getattr(c, name) is not None:
+                raise bad(
+                    name, "unset without adversarial training (--adversarial)", getattr(c, name)
+                )
+        if c.adv_eps_warmup or c.monitor != "val_loss":
+            what = "adv_eps_warmup" if c.adv_eps_warmup else "monitor"
+            raise bad(what, "unset without adversarial training (--adversarial)", getattr(c, what))
+        return
+    if c.adv_eps is None or not (math.isfinite(c.adv_eps) and c.adv_eps > 0):
+        raise bad("adv_eps", f"a finite number > 0 with adversarial={c.adversarial!r}", c.adv_eps)
+    if c.adv_norm not in attacks.NORMS:
+        raise bad("adv_norm", f"one of {', '.join(attacks.NORMS)}", c.adv_norm)
+    if c.adv_steps is not None and c.adv_steps < 1:
+        raise bad("adv_steps", "an integer >= 1", c.adv_steps)
+    if c.adversarial == "fgsm-rs" and c.adv_steps not in (None, 1):
+        raise bad("adv_steps", "1 (or unset) with fgsm-rs, a single step", c.adv_steps)
+    if c.adv_step_size is not None and not (math.isfinite(c.adv_step_size) and c.adv_step_size > 0):
+        raise bad("adv_step_size", "a finite number > 0", c.adv_step_size)
+    if c.trades_beta is not None:
+        if c.adversarial != "trades":
+            raise bad("trades_beta", "unset unless adversarial is 'trades'", c.trades_beta)
+        if not (math.isfinite(c.trades_beta) and c.trades_beta > 0):
+            raise bad("trades_beta", "a finite number > 0", c.trades_beta)
+    if c.adv_eps_warmup < 0:
+        raise bad("adv_eps_warmup", "an integer >= 0", c.adv_eps_warmup)
+    if not (0 <= c.overfit_guard < 1):
+        raise bad("overfit_guard", "in [0, 1)", c.overfit_guard)
 
 
 # Optimizers with a fused kernel (one update for all the parameters at once), by
@@ -216,11 +280,29 @@ class Reporter:
 
     def epoch_end(self, row: dict) -> None: ...
 
+    def note(self, message: str) -> None:
+        """Something the user should know (e.g. catastrophic overfitting stopped the run)."""
+
 
 def make_config_dict(
     c: TrainConfig, data: Dataset, device: torch.device, out: Path | None = None
 ) -> dict:
-    """The run's config.json; ``out`` (the run directory) records where the data is from it."""
+    """The run's config.json; ``out`` (the run directory) records where the data is from it.
+
+    An adversarially trained run records its training and validation attacks
+    in ``training.adversarial`` (absent for standard training, so the config
+    hash of a standard run is what it was before adversarial training existed).
+    """
+    config = _config_dict(c, data, device, out)
+    described = adversarial.describe(c)
+    if described is not None:
+        config["training"]["adversarial"] = described
+    if c.monitor != "val_loss":
+        config["training"]["monitor"] = c.monitor
+    return config
+
+
+def _config_dict(c: TrainConfig, data: Dataset, device: torch.device, out: Path | None) -> dict:
     mean, std = data.channel_stats()
     return {
         "model": {
@@ -408,6 +490,7 @@ def train(
 
 def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter):
     state = {"epoch": 0, "rows": [], "best_val": math.inf, "bad_epochs": 0, "seconds": 0.0}
+    state.update(best_robust=None, collapsed=None)
     if continuing and (out / runs.CHECKPOINT).exists():
         state = _restore(out, model, optimizer, scheduler, shuffle, device)
     rows = state["rows"]
@@ -416,40 +499,28 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
     reporter.start(cfg, out, state["epoch"])
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    stopped_early = False
-    for epoch in range(state["epoch"], c.epochs):
+    stop = "collapsed" if state["collapsed"] else None  # killed right after a collapse
+    for epoch in range(state["epoch"], c.epochs if stop is None else 0):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         reporter.epoch_start(epoch + 1, c.epochs, math.ceil(len(y_train) / c.batch_size))
         loss_sum, correct = _train_epoch(
             c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter
         )
+        train_seconds = time.perf_counter() - t0
         scheduler.step()
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, 512)
-        if not math.isfinite(val_loss):
-            raise TrainingDiverged(
-                f"validation loss became {val_loss} at epoch {epoch + 1}; "
-                f"{_kept(out, epoch)}; try a lower --lr"
-            )
-        state["seconds"] += time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_sum / len(y_train),
-            "train_acc": correct / len(y_train),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "seconds": time.perf_counter() - t0,
-            "threads": torch.get_num_threads(),
-        }
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / len(y_train)}
+        row["train_acc"] = correct / len(y_train)
+        row.update(_validate(c, model, data, out, epoch))
+        row.update(seconds=time.perf_counter() - t0, threads=torch.get_num_threads())
+        if c.adversarial != "none":
+            row["train_seconds"] = train_seconds
+        state["seconds"] += row["seconds"]
         rows.append(row)
-        improved = val_loss < state["best_val"]
-        if improved:
-            state["best_val"], state["bad_epochs"] = val_loss, 0
-        else:
-            state["bad_epochs"] += 1
-        # With early stopping, model.safetensors holds the best-validation weights.
-        if c.patience is None or improved:
+        stop = _judge(c, state, row, reporter)
+        # With early stopping, model.safetensors holds the best weights; after a
+        # collapse it keeps the last good epoch's.
+        if stop != "collapsed" and (c.patience is None or state["bad_epochs"] == 0):
             runs.save_weights(model, out / runs.WEIGHTS)
         state["epoch"] = epoch + 1
         runs.save_checkpoint(
@@ -457,10 +528,58 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
         )
         runs.write_jsonl(out / runs.METRICS, rows)
         reporter.epoch_end(row)
-        if c.patience is not None and state["bad_epochs"] >= c.patience:
-            stopped_early = True
+        if stop is not None:
             break
-    return _finish(c, cfg, data, model, out, device, state, stopped_early)
+    return _finish(c, cfg, data, model, out, device, state, stop)
+
+
+def _validate(c: TrainConfig, model, data: Dataset, out: Path, epoch: int) -> dict:
+    """Validation loss and accuracy; with adversarial training, robust accuracy and loss too."""
+    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, 512)
+    if not math.isfinite(val_loss):
+        raise TrainingDiverged(
+            f"validation loss became {val_loss} at epoch {epoch + 1}; "
+            f"{_kept(out, epoch)}; try a lower --lr"
+        )
+    row = {"val_loss": val_loss, "val_acc": val_acc}
+    if c.adversarial != "none":
+        n = adversarial.VAL_SAMPLES
+        robust, robust_loss = adversarial.robust_accuracy(
+            model, data.x_val[:n], data.y_val[:n], eps=c.adv_eps, norm=c.adv_norm, seed=c.seed
+        )
+        row.update(val_robust_acc=robust, val_robust_loss=robust_loss)
+    return row
+
+
+def _judge(c: TrainConfig, state: dict, row: dict, reporter: Reporter) -> str | None:
+    """Update the best-so-far in ``state``; return why training stops now, if it does.
+
+    ``"collapsed"``: catastrophic overfitting (robust accuracy fell below
+    ``overfit_guard`` times its best); ``"patience"``: early stopping.
+    """
+    robust = row.get("val_robust_acc")
+    if robust is not None:
+        if adversarial.collapsed(robust, state["best_robust"], c.overfit_guard):
+            kept = row["epoch"] - 1
+            state["collapsed"] = {
+                "epoch": row["epoch"], "kept_epoch": kept, "val_robust_acc": robust,
+                "best_val_robust_acc": state["best_robust"],
+            }  # fmt: skip
+            reporter.note(
+                f"catastrophic overfitting at epoch {row['epoch']}: validation robust accuracy "
+                f"fell to {robust:.4f} (best {state['best_robust']:.4f}); stopped, keeping the "
+                f"weights of epoch {kept}"
+            )
+            return "collapsed"
+        state["best_robust"] = max(robust, state["best_robust"] or 0.0)
+    score = row["val_loss"] if c.monitor == "val_loss" else -row["val_robust_acc"]
+    if score < state["best_val"]:
+        state["best_val"], state["bad_epochs"] = score, 0
+    else:
+        state["bad_epochs"] += 1
+    if c.patience is not None and state["bad_epochs"] >= c.patience:
+        return "patience"
+    return None
 
 
 def _restore(out, model, optimizer, scheduler, shuffle, device) -> dict:
@@ -471,18 +590,26 @@ def _restore(out, model, optimizer, scheduler, shuffle, device) -> dict:
     scheduler.load_state_dict(ck["scheduler"])
     shuffle.set_state(ck["rng"]["shuffle"])
     _set_rng_state(ck["rng"], device)
-    return {k: ck["extra"][k] for k in ("epoch", "rows", "best_val", "bad_epochs", "seconds")}
+    state = {"best_robust": None, "collapsed": None}
+    keys = ("epoch", "rows", "best_val", "bad_epochs", "seconds", "best_robust", "collapsed")
+    state.update({k: ck["extra"][k] for k in keys if k in ck["extra"]})
+    return state
 
 
 def _train_epoch(c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter):
     """One pass over the training set; returns (summed loss, correct predictions)."""
     model.train()
     loss_sum, correct = 0.0, 0
+    eps = adversarial.eps_at(c.adv_eps or 0.0, c.adv_eps_warmup, epoch)
+    size = adversarial.step_size(c.adversarial, eps, c.adv_steps or 1, c.adv_step_size)
     for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
         idx = idx.to(x_train.device)
         xb, yb = x_train[idx], y_train[idx]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        loss, logits = adversarial.training_loss(
+            model, xb, yb, mode=c.adversarial, eps=eps, norm=c.adv_norm, steps=c.adv_steps or 1,
+            size=size, beta=c.trades_beta or 0.0, random_start=c.adv_random_start,
+            generator=adversarial.batch_generator(c.seed, epoch, b),
+        )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = loss.item()
@@ -499,9 +626,9 @@ def _train_epoch(c, model, optimizer, x_train, y_train, shuffle, epoch, out, rep
     return loss_sum, correct
 
 
-def _finish(c, cfg, data, model, out, device, state, stopped_early) -> dict:
-    """Test the final (or, with early stopping, best) weights; write summary.json."""
-    if c.patience is not None:
+def _finish(c, cfg, data, model, out, device, state, stop) -> dict:
+    """Test the final (or the best, or the last good) weights; write summary.json."""
+    if c.patience is not None or stop == "collapsed":
         runs.load_weights(model, out / runs.WEIGHTS)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, 512)
     summary = {
@@ -509,11 +636,14 @@ def _finish(c, cfg, data, model, out, device, state, stopped_early) -> dict:
         "test_accuracy": test_acc,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "epochs_completed": len(state["rows"]),
-        "stopped_early": stopped_early,
+        "stopped_early": stop is not None,
         "seconds": state["seconds"],
         **runs.timing_context(device),
         "config_hash": runs.config_hash(cfg),
     }
+    if c.adversarial != "none":
+        summary["adversarial"] = c.adversarial
+        summary["catastrophic_overfitting"] = state["collapsed"]
     runs.write_json(out / runs.SUMMARY, summary)
     (out / runs.CHECKPOINT).unlink(missing_ok=True)
     return summary

@@ -2,8 +2,10 @@
 
 Trains mlp, bncnn and attention with sgd, momentum, adagrad, rmsprop and adam
 (15 runs), attacks each with FGSM and PGD, L-inf and L2, untargeted and with a
-random target, over an epsilon grid that fits the dataset, then writes the
-report. Re-running skips every run and attack already complete with identical
+random target, over an epsilon grid that fits the dataset; trains adversarially
+(PGD-AT for every model, FGSM-RS for the bncnn) and attacks those runs
+untargeted; attacks bncnn-adam behind JPEG and random resize-and-pad, naive
+and adaptive (BPDA, EOT); then writes the report. Re-running skips every run and attack already complete with identical
 settings (keyed by a hash of its config), so an interrupted pipeline resumes
 where it stopped and a changed setting reruns only what it affects.
 
@@ -26,7 +28,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,6 +70,20 @@ ATTACK_SETTINGS = [
     for target in (None, "random")
 ]
 
+# Adversarially trained runs beside the standard ones (Adam, L-inf eps 0.1 on
+# digits): PGD-AT for every model, FGSM-RS for the bncnn. Fewer epochs and PGD
+# steps than a benchmark run, so that the whole pipeline stays within 5 minutes
+# (scripts/bench/defenses.py trains the full versions). They are attacked
+# untargeted only.
+ADV_EPS = 0.1
+ADV_RUNS = [(model, "pgd") for model in MODELS] + [("bncnn", "fgsm-rs")]
+ADV_EPOCHS = {"mlp": 10, "bncnn": 5, "attention": 5}
+ADV_QUICK_EPOCHS = {"mlp": 3, "bncnn": 2, "attention": 2}
+ADV_STEPS = 3
+# Passive defenses on bncnn-adam: PGD L-inf naive and adaptive (the lecture's warning).
+DEFENSES = [("jpeg:75", "bpda"), ("resize:0.1", "eot:4")]
+DEFENDED_RUN = ("bncnn", "adam")
+
 
 @dataclass
 class Plan:
@@ -80,6 +96,7 @@ class Plan:
     steps: int
     limit: int | None
     seed: int
+    adversarial: bool = True
 
 
 def train_config(plan: Plan, model: str, optimizer: str) -> TrainConfig:
@@ -96,6 +113,56 @@ def train_config(plan: Plan, model: str, optimizer: str) -> TrainConfig:
         seed=plan.seed,
         **recipe,
     )
+
+
+def adversarial_config(plan: Plan, model: str, mode: str) -> TrainConfig:
+    """An adversarially trained run (ADV_RUNS): the Adam recipe plus the training attack."""
+    base = train_config(plan, model, "adam")
+    epochs = (ADV_QUICK_EPOCHS if plan.quick else ADV_EPOCHS)[model]
+    return replace(
+        base, epochs=epochs, warmup_epochs=min(base.warmup_epochs, epochs - 1),
+        adversarial=mode, adv_eps=ADV_EPS, adv_steps=ADV_STEPS if mode == "pgd" else None,
+    )  # fmt: skip
+
+
+def defense_settings(plan: Plan, dataset_name: str) -> list[AttackSettings]:
+    """PGD L-inf on the defended run, naive and adaptive for each of DEFENSES."""
+    return [
+        AttackSettings.make(
+            attack="pgd",
+            norm="linf",
+            epsilons=default_epsilons(dataset_name, "linf"),
+            limit=plan.limit,
+            seed=plan.seed,
+            steps=plan.steps,
+            defense=defense,
+            adaptive=adaptive,
+        )  # fmt: skip
+        for defense, adaptive_mode in DEFENSES
+        for adaptive in (None, adaptive_mode)
+    ]
+
+
+def plan_runs(
+    plan: Plan, dataset_name: str
+) -> list[tuple[TrainConfig, Path, list[AttackSettings]]]:
+    """Every run of the pipeline: its config, its directory and the attacks it gets."""
+    settings = attack_settings(plan, dataset_name)
+    jobs = []
+    for model in plan.models:
+        for optimizer in plan.optimizers:
+            extra = (
+                defense_settings(plan, dataset_name) if (model, optimizer) == DEFENDED_RUN else []
+            )
+            out = plan.out / f"{model}-{optimizer}"
+            jobs.append((train_config(plan, model, optimizer), out, settings + extra))
+    if plan.adversarial:
+        untargeted = [s for s in settings if s.target is None]
+        for model, mode in ADV_RUNS:
+            if model in plan.models:
+                out = plan.out / f"{model}-adam-{mode}-at"
+                jobs.append((adversarial_config(plan, model, mode), out, untargeted))
+    return jobs
 
 
 def attack_settings(plan: Plan, dataset_name: str) -> list[AttackSettings]:
@@ -153,21 +220,21 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
     dataset_key = (plan.dataset, plan.data_dir, plan.seed)
     run_dirs = []
     trains, skipped_runs = [], 0
-    for model in plan.models:
-        for optimizer in plan.optimizers:
-            config = train_config(plan, model, optimizer)
-            out = plan.out / f"{model}-{optimizer}"
-            run_dirs.append(out)
-            status = run_status(config, out, data)
-            if status == "complete":
-                skipped_runs += 1
-            else:
-                trains.append((config, out, status))
-    settings = attack_settings(plan, data.name if plan.dataset.endswith(".npz") else plan.dataset)
+    name = data.name if plan.dataset.endswith(".npz") else plan.dataset
     # Attack jobs of runs about to be (re)trained are decided after training.
-    pending_attacks = {out: list(settings) for out in run_dirs}
+    pending_attacks = {}
+    for config, out, wanted in plan_runs(plan, name):
+        run_dirs.append(out)
+        pending_attacks[out] = list(wanted)
+        status = run_status(config, out, data)
+        if status == "complete":
+            skipped_runs += 1
+        else:
+            trains.append((config, out, status))
+    settings = attack_settings(plan, name)
+    n_attacks = sum(len(v) for v in pending_attacks.values())
 
-    total = len(trains) + len(run_dirs) * len(settings)
+    total = len(trains) + n_attacks
     bar = tqdm(total=total, desc="course", unit="job", file=sys.stderr, dynamic_ncols=True)
     skipped_attacks = 0
     ctx = multiprocessing.get_context("spawn")
@@ -224,7 +291,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
         "runs": len(run_dirs),
         "trained": len(trains),
         "skipped_runs": skipped_runs,
-        "attacks": len(run_dirs) * len(settings) - skipped_attacks,
+        "attacks": n_attacks - skipped_attacks,
         "skipped_attacks": skipped_attacks,
         "seconds_train_attack": seconds_train_attack,
         "seconds": time.perf_counter() - started,
@@ -283,6 +350,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
     help="Attack only the first N test samples [default: all, quick 100].",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-adversarial", is_flag=True, help="Leave out the adversarially trained runs.")
 @click.option(
     "--workers",
     default=min(2, os.cpu_count() or 1),
@@ -304,6 +372,7 @@ def main(
     steps,
     limit,
     seed,
+    no_adversarial,
     workers,
     device,
 ):
@@ -332,6 +401,7 @@ def main(
         steps=steps or (5 if quick else 10),
         limit=limit or (100 if quick else None),
         seed=seed,
+        adversarial=not no_adversarial,
     )
     result = run_pipeline(plan, None if no_report else Path(report_dir), dev, workers)
     click.echo(

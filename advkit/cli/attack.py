@@ -13,6 +13,7 @@ import attacks
 
 from .. import runs
 from ..attack_runs import attack_run, default_epsilons, find_complete
+from ..defenses import canonical_adaptive
 from ..evaluate import attack_options
 from ..records import SPLITS, AttackRecord, AttackSettings
 from .common import (
@@ -220,6 +221,20 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
     help="Attack data that changed since training (its sha256 differs), with a warning.",
 )
 @click.option(
+    "--defense",
+    metavar="SPEC",
+    help="Attack the model behind a passive defense: jpeg:Q, blur:SIGMA, bits:B, resize:F "
+    "(random resize-and-pad), joined with + (e.g. jpeg:75+blur:0.5).",
+)
+@click.option(
+    "--adaptive",
+    default="none",
+    show_default=True,
+    metavar="none|bpda|eot:N",
+    help="With --defense: also run the adaptive attack (BPDA through non-differentiable "
+    "transforms, EOT over N draws of the randomness) and show it beside the naive one.",
+)
+@click.option(
     "--force", is_flag=True, help="Recompute a record that exists with exactly these settings."
 )
 @device_option
@@ -247,6 +262,8 @@ def attack_command(
     seed,
     dataset_path,
     allow_changed_data,
+    defense,
+    adaptive,
     force,
     device,
     out,
@@ -260,6 +277,7 @@ def attack_command(
     \b
     advkit attack runs/bncnn-adam --attack pgd --norm linf --eps 0:0.3:7
     advkit attack runs/bncnn-adam --attack fgsm --norm l2 --target random
+    advkit attack runs/bncnn-adam --defense jpeg:75 --adaptive bpda
     """
     dev = pick_device(device)
     config = runs.read_json(f"{run}/{runs.CONFIG}")
@@ -269,27 +287,42 @@ def attack_command(
         raise Failure(f"--out {out}: the directory {os.path.dirname(out) or '.'} does not exist")
     if epsilons is None:
         epsilons = default_epsilons(config["dataset"]["name"], norm)
-    settings = attack_settings(
-        click.get_current_context(), attack, norm=norm, epsilons=epsilons, target=target,
-        loss=loss, steps=steps, step_size=step_size, restarts=restarts,
-        no_random_start=no_random_start, split=split, limit=limit, batch_size=batch_size,
-        seed=seed,
+    if adaptive != "none" and defense is None:
+        raise Failure("--adaptive needs --defense: there is no defense to adapt to")
+    adaptive = canonical_adaptive(adaptive) or "none"
+    options = dict(
+        norm=norm, epsilons=epsilons, target=target, loss=loss, steps=steps,
+        step_size=step_size, restarts=restarts, no_random_start=no_random_start, split=split,
+        limit=limit, batch_size=batch_size, seed=seed, defense=defense,
     )  # fmt: skip
-    record = None if force else find_complete(run, settings)
-    computed = record is None
-    if record is None:
+    ctx = click.get_current_context()
+    # With a defense, the naive record first, then the adaptive one beside it.
+    wanted = [None] if adaptive == "none" else [None, adaptive]
+    records = []
+    for mode in wanted:
+        settings = attack_settings(ctx, attack, **options, adaptive=mode)
+        label = f"{attack} {norm}" + (f" {defense} {mode or 'naive'}" if defense else "")
         data = {"dataset": dataset_path, "allow_changed_data": allow_changed_data}
-        record = _attack(run, settings, dev, epsilons, f"{attack} {norm}", data)
-    else:
-        log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
+        records.append(_record(run, settings, dev, epsilons, label, data, force))
     if out == "-":
-        click.echo(json.dumps(record.to_dict(), indent=2))
+        dumped = [r.to_dict() for r in records]
+        click.echo(json.dumps(dumped[0] if len(dumped) == 1 else dumped, indent=2))
         return
     if out:
-        runs.write_json(out, record.to_dict())
-    click.echo(format_table(record))
-    if computed:
-        log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
+        dumped = [r.to_dict() for r in records]
+        runs.write_json(out, dumped[0] if len(dumped) == 1 else dumped)
+    click.echo("\n\n".join(format_table(r) for r in records))
+
+
+def _record(run, settings: AttackSettings, dev, epsilons, label: str, data, force: bool):
+    """The stored record of ``settings``, else a fresh one (logged)."""
+    record = None if force else find_complete(run, settings)
+    if record is not None:
+        log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
+        return record
+    record = _attack(run, settings, dev, epsilons, label, data)
+    log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
+    return record
 
 
 def _attack(run, settings: AttackSettings, device, epsilons, label: str, data) -> AttackRecord:

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import click
 
+import attacks
 import models
 
 from .. import runs
+from ..adversarial import MODES
 from ..data import BUILTIN, TORCHVISION, is_dataset_name
 from ..train import (
     DEFAULT_GAMMA,
     DEFAULT_LR,
+    MONITORS,
     OPTIMIZERS,
     SCHEDULES,
     Reporter,
@@ -66,11 +69,21 @@ class BarReporter(Reporter):
 
     def epoch_end(self, row: dict) -> None:
         self.bar.close()
+        robust = f" robust {row['val_robust_acc']:.4f}" if "val_robust_acc" in row else ""
         log(
             f"epoch {row['epoch']:3d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
-            f"{row['seconds']:.1f}s"
+            f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
+            f"{robust}  {row['seconds']:.1f}s"
         )
+
+    def note(self, message: str) -> None:
+        log(message)
+
+
+def _typed(name: str) -> bool:
+    """Whether the user gave option ``name`` (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not click.core.ParameterSource.DEFAULT
 
 
 def _table(values: dict) -> str:
@@ -199,6 +212,55 @@ def _options(ctx, param, value: str | None) -> dict:
     help="Stop early after this many epochs without a lower validation loss (keeps the best weights).",
 )
 @click.option(
+    "--adversarial",
+    default="none",
+    show_default=True,
+    type=click.Choice(MODES),
+    help="Adversarial training: pgd (Madry), fgsm-rs (FGSM from a random start, with a "
+    "catastrophic-overfitting guard), trades (CE + beta KL).",
+)
+@click.option(
+    "--adv-eps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Training budget in pixel units (required with --adversarial).",
+)
+@click.option(
+    "--adv-norm",
+    default="linf",
+    show_default=True,
+    type=click.Choice(attacks.NORMS),
+    help="Norm of the training budget.",
+)
+@click.option(
+    "--adv-steps",
+    type=click.IntRange(min=1),
+    help="Steps of the training attack [default: pgd 10, trades 10, fgsm-rs 1].",
+)
+@click.option(
+    "--adv-step-size",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Step of the training attack [default: 2.5 eps / steps; fgsm-rs 1.25 eps].",
+)
+@click.option(
+    "--trades-beta",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Weight of TRADES' KL term [default: 6].",
+)
+@click.option(
+    "--adv-eps-warmup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Epochs over which the training eps ramps up linearly.",
+)
+@click.option(
+    "--monitor",
+    default="val_loss",
+    show_default=True,
+    type=click.Choice(MONITORS),
+    help="What --patience and the kept weights follow (val_robust_acc needs --adversarial).",
+)
+@click.option(
     "--seed",
     default=0,
     show_default=True,
@@ -229,6 +291,14 @@ def train_command(
     epochs,
     batch_size,
     patience,
+    adversarial,
+    adv_eps,
+    adv_norm,
+    adv_steps,
+    adv_step_size,
+    trades_beta,
+    adv_eps_warmup,
+    monitor,
     seed,
     device,
     out,
@@ -244,7 +314,10 @@ def train_command(
     \b
     advkit train --model bncnn --optimizer adam --out runs/bncnn-adam
     advkit train --model mlp --optimizer momentum --schedule step --warmup-epochs 2 --out runs/mlp-momentum
+    advkit train --model bncnn --adversarial pgd --adv-eps 0.1 --out runs/bncnn-pgd-at
     """
+    if adversarial == "none" and _typed("adv_norm"):
+        raise Failure("--adv-norm applies only with --adversarial pgd, fgsm-rs or trades")
     config = TrainConfig(
         model=model,
         dataset=dataset,
@@ -261,6 +334,14 @@ def train_command(
         patience=patience,
         model_options=model_options,
         data_dir=data_dir,
+        adversarial=adversarial,
+        adv_eps=adv_eps,
+        adv_norm=adv_norm,
+        adv_steps=adv_steps,
+        adv_step_size=adv_step_size,
+        trades_beta=trades_beta,
+        adv_eps_warmup=adv_eps_warmup,
+        monitor=monitor,
     )
     dev = pick_device(device)
     t0 = time.perf_counter()
@@ -279,6 +360,9 @@ def train_command(
     except KeyboardInterrupt:
         log(interrupted_message(Path(out)))
         sys.exit(130)
+    if summary.get("catastrophic_overfitting"):
+        co = summary["catastrophic_overfitting"]
+        log(f"catastrophic overfitting at epoch {co['epoch']}: kept epoch {co['kept_epoch']}")
     click.echo(
         f"{out}: test accuracy {summary['test_accuracy']:.4f}, "
         f"{summary['parameters']:,} parameters, {summary['epochs_completed']} epochs, "

@@ -26,7 +26,7 @@ import torch
 from advkit.devices import DEVICES, resolve_device
 from advkit.runs import write_text
 
-from . import attacks, scale, train, transfer
+from . import attacks, defenses, scale, train, transfer
 from .harness import Section, log, machine_line, suite_markdown, targets_table, update_document
 
 Suite = Callable[[torch.device, bool], list[Section]]
@@ -35,6 +35,7 @@ SUITES: dict[str, Suite] = {
     "train": train.suite,
     "scale": scale.suite,
     "transfer": transfer.suite,
+    "defenses": defenses.suite,
 }
 NEW_DOCUMENT = "# advkit benchmarks\n\nMethodology: see BENCHMARKS.md in the repository.\n"
 
