@@ -178,7 +178,7 @@ def robust_accuracy(
     """
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    loss, correct = 0.0, 0
+    loss, correct = 0.0, 0.0
     for idx in batches(len(y), batch_size):
         xb, yb = x[idx].to(device), y[idx].to(device)
         x_adv = attacks.pgd(model, xb, yb, eps, norm=norm, steps=steps, generator=generator)

@@ -212,12 +212,13 @@ def make_optimizer(c: TrainConfig, params) -> torch.optim.Optimizer:
     up to float rounding.
     """
     params = list(params)
-    kw = {"lr": c.lr, "weight_decay": c.weight_decay}
+    kw: dict[str, Any] = {"lr": c.lr, "weight_decay": c.weight_decay}
+    momentum = c.momentum or 0.0  # None for the optimizers that have no momentum
     factories = {
-        "sgd": lambda **o: torch.optim.SGD(params, momentum=c.momentum, **kw, **o),
-        "momentum": lambda **o: torch.optim.SGD(params, momentum=c.momentum, **kw, **o),
+        "sgd": lambda **o: torch.optim.SGD(params, momentum=momentum, **kw, **o),
+        "momentum": lambda **o: torch.optim.SGD(params, momentum=momentum, **kw, **o),
         "adagrad": lambda **o: torch.optim.Adagrad(params, **kw, **o),
-        "rmsprop": lambda **o: torch.optim.RMSprop(params, momentum=c.momentum, **kw, **o),
+        "rmsprop": lambda **o: torch.optim.RMSprop(params, momentum=momentum, **kw, **o),
         "adam": lambda **o: torch.optim.Adam(params, **kw, **o),
         "adamw": lambda **o: torch.optim.AdamW(params, **kw, **o),
     }
@@ -237,11 +238,13 @@ def make_optimizer(c: TrainConfig, params) -> torch.optim.Optimizer:
 def make_scheduler(c: TrainConfig, optimizer: torch.optim.Optimizer):
     """Per-epoch schedule: linear warm-up over ``warmup_epochs``, then ``c.schedule``."""
     sched = torch.optim.lr_scheduler
+    assert c.epochs is not None, "make_scheduler takes a resolved config"
+    gamma = 1.0 if c.gamma is None else c.gamma  # constant and cosine have none
     n = max(1, c.epochs - c.warmup_epochs)  # epochs after warm-up
     factories = {
         "constant": lambda: sched.ConstantLR(optimizer, factor=1.0, total_iters=0),
-        "step": lambda: sched.StepLR(optimizer, step_size=max(1, math.ceil(n / 4)), gamma=c.gamma),
-        "exponential": lambda: sched.ExponentialLR(optimizer, gamma=c.gamma),
+        "step": lambda: sched.StepLR(optimizer, step_size=max(1, math.ceil(n / 4)), gamma=gamma),
+        "exponential": lambda: sched.ExponentialLR(optimizer, gamma=gamma),
         "cosine": lambda: sched.CosineAnnealingLR(optimizer, T_max=n),
     }
     main = factories[c.schedule]()
@@ -545,7 +548,12 @@ def _validate(c: TrainConfig, model, data: Dataset, out: Path, epoch: int) -> di
     if c.adversarial != "none":
         n = adversarial.VAL_SAMPLES
         robust, robust_loss = adversarial.robust_accuracy(
-            model, data.x_val[:n], data.y_val[:n], eps=c.adv_eps, norm=c.adv_norm, seed=c.seed
+            model,
+            data.x_val[:n],
+            data.y_val[:n],
+            eps=float(c.adv_eps or 0.0),
+            norm=c.adv_norm,
+            seed=c.seed,
         )
         row.update(val_robust_acc=robust, val_robust_loss=robust_loss)
     return row

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,7 +44,7 @@ class BarReporter(Reporter):
     """One progress bar per epoch with running loss and accuracy; a log line at its end."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: Any = None  # the epoch's progress bar, open between epoch_start and epoch_end
 
     def start(self, config: dict, out, resumed_epoch: int) -> None:
         c, t = config["model"], config["training"]
