@@ -24,6 +24,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see BENCHMARKING.md
 
+import itertools
 import multiprocessing
 import sys
 import time
@@ -44,6 +45,9 @@ from advkit.data import Dataset, load_dataset
 from advkit.evaluate import attack_options
 from advkit.records import AttackSettings
 from advkit.train import DEFAULT_LR, TrainConfig, run_status, train
+from advkit.transfer import TRANSFER_DIR, TransferSettings, default_path, transfer_runs
+from advkit.transfer import read_record as read_transfer
+from advkit.transfer import write_record as write_transfer
 
 MODELS = ("mlp", "bncnn", "attention")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
@@ -213,6 +217,48 @@ def _attack_job(run_dir: Path, settings: AttackSettings, dataset: tuple, device:
 # --- the pipeline ----------------------------------------------------------------
 
 
+# The homework's ladder of transfer attacks (ML 2021 Spring HW10, and its 2022 edition).
+TRANSFER_ATTACKS = {
+    "FGSM": ("fgsm", {}),
+    "I-FGSM": ("mifgsm", {"decay": 0.0}),
+    "MI-FGSM": ("mifgsm", {}),
+    "DIM-MI-FGSM": ("mifgsm", {"diversity": 0.5}),
+}
+
+
+def run_transfers(plan: Plan, dataset_name: str, data: Dataset, device: str) -> tuple[int, int]:
+    """Transfer between the model families' adam runs: each family, each pair as an ensemble.
+
+    Every (source, victim) cell of each attack of `TRANSFER_ATTACKS`, at an
+    L-inf budget two thirds up the dataset's grid, where white-box PGD fools
+    nearly every sample. Returns (matrices computed, matrices already complete).
+    """
+    victims = [plan.out / f"{m}-adam" for m in plan.models if "adam" in plan.optimizers]
+    if len(victims) < 2:
+        return 0, 0
+    sources = [[v] for v in victims] + [list(p) for p in itertools.combinations(victims, 2)]
+    grid = default_epsilons(dataset_name, "linf")
+    hashes = {v.name: runs.config_hash(runs.read_json(v / runs.CONFIG)) for v in victims}
+    computed = skipped = 0
+    for attack, options in TRANSFER_ATTACKS.values():
+        settings = TransferSettings.make(
+            attack=attack, epsilons=[grid[len(grid) * 2 // 3]], limit=plan.limit, seed=plan.seed,
+            **options,
+        )  # fmt: skip
+        if any(
+            r.settings == settings and r.runs == hashes
+            for r in map(
+                read_transfer, (victims[0] / TRANSFER_DIR).glob(f"transfer-{attack}-*.json")
+            )
+        ):
+            skipped += 1
+            continue
+        record = transfer_runs(sources, victims, settings, device=device, data=data)
+        write_transfer(record, default_path(record, victims[0]))
+        computed += 1
+    return computed, skipped
+
+
 def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, workers: int) -> dict:
     """Train, attack, report; skip whatever is already complete. Returns timings and counts."""
     started = time.perf_counter()
@@ -277,6 +323,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
                 else:
                     bar.set_postfix_str(f"{out.name} {result}")
     bar.close()
+    transfers, skipped_transfers = run_transfers(plan, name, data, device_name)
     seconds_train_attack = time.perf_counter() - started
     written = None
     if report_dir is not None:
@@ -293,6 +340,8 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
         "skipped_runs": skipped_runs,
         "attacks": n_attacks - skipped_attacks,
         "skipped_attacks": skipped_attacks,
+        "transfers": transfers,
+        "skipped_transfers": skipped_transfers,
         "seconds_train_attack": seconds_train_attack,
         "seconds": time.perf_counter() - started,
         "report": written,
