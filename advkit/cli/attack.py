@@ -11,7 +11,7 @@ import click
 
 import attacks
 
-from .. import runs
+from .. import distributed, runs
 from ..attack_runs import attack_run, default_epsilons, find_complete
 from ..evaluate import attack_options
 from ..records import SPLITS, AttackRecord, AttackSettings
@@ -19,9 +19,9 @@ from .common import (
     Failure,
     device_option,
     fail_cleanly,
+    join_process_group,
     log,
     not_empty,
-    pick_device,
     progress,
 )
 
@@ -261,7 +261,8 @@ def attack_command(
     advkit attack runs/bncnn-adam --attack pgd --norm linf --eps 0:0.3:7
     advkit attack runs/bncnn-adam --attack fgsm --norm l2 --target random
     """
-    dev = pick_device(device)
+    dev = join_process_group(device)
+    main_rank = distributed.is_main()
     config = runs.read_json(f"{run}/{runs.CONFIG}")
     if not isinstance(config, dict) or "dataset" not in config:
         raise Failure(f"{run}/config.json is not a run config")
@@ -275,13 +276,16 @@ def attack_command(
         no_random_start=no_random_start, split=split, limit=limit, batch_size=batch_size,
         seed=seed,
     )  # fmt: skip
-    record = None if force else find_complete(run, settings)
+    # Rank 0's view decides for every rank (their file systems may differ).
+    record = distributed.broadcast(None if force else find_complete(run, settings))
     computed = record is None
     if record is None:
         data = {"dataset": dataset_path, "allow_changed_data": allow_changed_data}
-        record = _attack(run, settings, dev, epsilons, f"{attack} {norm}", data)
-    else:
+        record = _attack(run, settings, dev, f"{attack} {norm}", data)
+    elif main_rank:
         log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
+    if not main_rank:
+        return  # rank 0 writes and prints
     if out == "-":
         click.echo(json.dumps(record.to_dict(), indent=2))
         return
@@ -292,21 +296,24 @@ def attack_command(
         log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
 
 
-def _attack(run, settings: AttackSettings, device, epsilons, label: str, data) -> AttackRecord:
-    """`attack_run` with a progress bar; a Ctrl-C exits 130 with a note."""
+def _attack(run, settings: AttackSettings, device, label: str, data) -> AttackRecord:
+    """`attack_run` with a progress bar (rank 0 only); a Ctrl-C exits 130 with a note."""
 
-    def on_batch(i: int, done: int, total: int) -> None:
-        bar.set_postfix_str(f"eps={epsilons[i]:g} {done}/{total}", refresh=False)
-        if done == total:
-            bar.update(1)
+    def on_round(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
 
     # The bar is opened inside the handler: an interrupt as it appears is handled too.
     try:
-        bar = progress(len(epsilons), label, "eps")
+        bar = progress(None, label, "sample", disable=None if distributed.is_main() else True)
         try:
-            return attack_run(run, settings, device=device, progress=on_batch, **data)
+            return attack_run(run, settings, device=device, progress=on_round, **data)
         finally:
             bar.close()
     except KeyboardInterrupt:
-        log(f"interrupted; no record was written for this attack: run the command again ({run})")
+        if distributed.is_main():
+            log(
+                "interrupted; the samples done so far are kept: run the command again to "
+                f"continue ({run})"
+            )
         sys.exit(130)
