@@ -246,7 +246,8 @@ def _jsonable(value: Any) -> Any:
 def _evaluated(y: torch.Tensor, target: None | str | int) -> list[int]:
     """Positions of the samples the curve evaluates: all, less those a class target excludes."""
     labels = y.detach().cpu()
-    if isinstance(target, int) and not isinstance(target, bool):
+    # Other values (negative, too large) are refused by robustness_curve itself.
+    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < 2**63:
         keep = (labels != target).nonzero().squeeze(1).tolist()
         if not keep:
             raise ValueError(f"target={target!r} leaves no sample: every true label is that class")
