@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 import attacks
 
 from . import runs
+from .accel import accelerate, describe
 from .data import Dataset, load_run_dataset
 from .distributed import distributed_curve, is_main, world
 from .evaluate import Curve
@@ -52,6 +54,7 @@ def attack_run(
     data: Dataset | None = None,
     dataset: str | os.PathLike | None = None,
     allow_changed_data: bool = False,
+    accel: dict[str, Any] | None = None,
 ) -> AttackRecord:
     """Attack the model of ``run_dir`` with ``settings`` and store the record.
 
@@ -73,6 +76,8 @@ def attack_run(
             in its config.json (see `advkit.data.load_run_dataset`).
         allow_changed_data: attack data whose sha256 differs from the one
             recorded at training (with a warning) instead of refusing it.
+        accel: options of `advkit.accel.accelerate` (``amp``, ``channels_last``,
+            ``compile``); noted beside the device in the record.
 
     Under ``torchrun`` (a process group is initialized) every rank calls it
     alike: the samples are shared out across the ranks, every rank gets the
@@ -85,6 +90,7 @@ def attack_run(
     """
     run_dir = Path(run_dir)
     model, config = runs.load_run(run_dir, device=device)
+    model = accelerate(model, device=device, **(accel or {}))
     if data is None:
         data = load_run_dataset(run_dir, config, dataset=dataset, allow_changed=allow_changed_data)
     x, y = _split(run_dir, config, settings, data)
@@ -105,6 +111,8 @@ def attack_run(
         world_size=world()[1],
         **runs.timing_context(device),
     )
+    if describe(**(accel or {})):
+        record.device += f" ({describe(**(accel or {}))})"
     if is_main():
         _write(run_dir, record, model, n_examples, device, figure)
     return record

@@ -224,6 +224,16 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
 )
 @device_option
 @click.option(
+    "--amp",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "bf16", "fp16"]),
+    help="Forward passes under autocast in this precision (GPU); losses and the budget stay "
+    "float32.",
+)
+@click.option("--channels-last", is_flag=True, help="Convolutions in NHWC memory (GPU).")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, allow_dash=True),
     callback=not_empty,
@@ -249,6 +259,9 @@ def attack_command(
     allow_changed_data,
     force,
     device,
+    amp,
+    channels_last,
+    compile_model,
     out,
 ):
     """Attack the model of RUN and write its robustness curve.
@@ -260,6 +273,7 @@ def attack_command(
     \b
     advkit attack runs/bncnn-adam --attack pgd --norm linf --eps 0:0.3:7
     advkit attack runs/bncnn-adam --attack fgsm --norm l2 --target random
+    torchrun --nproc-per-node 2 -m advkit attack runs/bncnn-adam   (shared across 2 processes)
     """
     dev = join_process_group(device)
     main_rank = distributed.is_main()
@@ -281,6 +295,7 @@ def attack_command(
     computed = record is None
     if record is None:
         data = {"dataset": dataset_path, "allow_changed_data": allow_changed_data}
+        data["accel"] = {"amp": amp, "channels_last": channels_last, "compile": compile_model}
         record = _attack(run, settings, dev, f"{attack} {norm}", data)
     elif main_rank:
         log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
