@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import models
-
 from advkit.distributed import per_sample_seeds
 
 from .data import mnist_tensors
