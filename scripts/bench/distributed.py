@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Settings:
-    samples: int = 1000
+    samples: int = 4000
     epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
     steps: int = 10
     batch_size: int = 250
-    repeats: int = 3
+    repeats: int = 5
 
     @classmethod
     def quick(cls) -> Settings:
