@@ -69,6 +69,14 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def launched_world_size() -> int:
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``; 1 when not under it)."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
+
+
 def init_from_env(device: torch.device, *, timeout: float | None = None) -> torch.device:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
@@ -271,7 +279,7 @@ def _attack_chunk(
         return {"index": []}
     try:
         index = torch.tensor(positions)
-        kw = {"sample_index": index} if _TAKES_SAMPLE_INDEX else {}
+        kw: dict[str, Any] = {"sample_index": index} if _TAKES_SAMPLE_INDEX else {}
         kept = sum(1 for p in positions if p in first)  # the chunk's leading samples
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

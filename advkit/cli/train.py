@@ -11,7 +11,7 @@ import click
 
 import models
 
-from .. import runs
+from .. import distributed, runs
 from ..data import BUILTIN, TORCHVISION, is_dataset_name
 from ..train import (
     DEFAULT_GAMMA,
@@ -262,6 +262,11 @@ def train_command(
         model_options=model_options,
         data_dir=data_dir,
     )
+    if distributed.launched_world_size() > 1:
+        raise Failure(
+            "advkit train does not run under torchrun yet (no DistributedDataParallel): "
+            "N processes would train N copies into one run directory; train with one process"
+        )
     dev = pick_device(device)
     t0 = time.perf_counter()
     try:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ class Settings:
 def _prepare(s: Settings, folder: Path) -> dict:
     """Train the MLP briefly on MNIST-shaped images; save it and the attacked samples."""
     x, y = mnist_tensors(3000 + s.samples, seed=2)
-    spec = {"input_shape": [1, 28, 28], "num_classes": 10}
+    spec: dict[str, Any] = {"input_shape": [1, 28, 28], "num_classes": 10}
     torch.manual_seed(0)
     net = models.build("mlp", **spec).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -72,7 +73,7 @@ def measure(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     init_from_env(torch.device("cpu"), timeout=300)
-    net = models.build("mlp", **job["spec"])
+    net = models.build("mlp", job["spec"]["input_shape"], job["spec"]["num_classes"])
     net.load_state_dict(load_file(f"{job['folder']}/w.st"))
     net.eval()
     data = load_file(f"{job['folder']}/data.st")
@@ -121,7 +122,9 @@ def suite(device: torch.device, quick: bool) -> list[Section]:
     s = Settings.quick() if quick else Settings()
     with tempfile.TemporaryDirectory() as tmp:
         job = _prepare(s, Path(tmp))
-        single, double, checks = [], [], []
+        single: list[dict] = []
+        double: list[dict] = []
+        checks: list[bool] = []
         for r in range(s.repeats):
             for processes in (1, 2) if r % 2 == 0 else (2, 1):
                 threads = 2 if processes == 1 else 1
