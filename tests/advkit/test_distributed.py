@@ -160,6 +160,8 @@ WORKER = PROBLEM + textwrap.dedent(
     model, x, y = problem()
     if kw.pop("disagree", False) and rank == 1:
         y = (y + 1) % 10
+    if kw.pop("broken", False) and rank == 1:  # one logit: fails inside rank 1's chunk
+        model = torch.nn.Sequential(model, torch.nn.Linear(10, 1))
     try:
         curve = distributed_curve(
             model, x, y, [0.0, 0.05, 0.1, 0.3], resume=resume or None, examples=6, **kw
@@ -225,6 +227,13 @@ def test_processes_that_disagree_about_the_data_fail_clearly(tmp_path):
     for result in ranks:
         assert "the processes disagree about the data and settings" in result["error"]
         assert "y_sha256" in result["error"]
+
+
+@pytest.mark.slow
+def test_an_error_on_one_process_is_raised_on_every_process(tmp_path):
+    ranks = run_workers(tmp_path, {"attack": "fgsm", "broken": True})
+    assert "model must map x to logits" in ranks[1]["error"]
+    assert ranks[0]["error"].startswith("process 1 failed: ValueError: model must map x")
 
 
 @pytest.fixture(scope="module")
