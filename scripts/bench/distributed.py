@@ -152,7 +152,7 @@ def suite(device: torch.device, quick: bool) -> list[Section]:
         f"2 epochs, batch {s.batch_size}; accuracy identical in every round: {all(checks)}"
         + (
             ""
-            if per_sample_seeds()
+            if per_sample_seeds() or all(checks)
             else " (random starts still depend on batch composition: "
             "robustness_curve has no sample_index yet)"
         )
