@@ -89,7 +89,8 @@ def accelerate(
 
     Args:
         amp: ``"bf16"`` or ``"fp16"``: forward passes under autocast, float32 logits out.
-        channels_last: Convolution weights and 4-D inputs in NHWC memory (tensor cores).
+        channels_last: Convolution weights and 4-D inputs in NHWC memory (tensor cores);
+            converts `model`'s parameters in place.
         compile: ``torch.compile`` the model (worth it for long evaluations on GPUs).
     """
     dtype = amp_dtype(amp)

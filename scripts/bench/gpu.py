@@ -9,6 +9,7 @@ depend on the values), batch 512.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -70,7 +71,9 @@ def suite(device: torch.device, quick: bool) -> list[Section]:
     variants = {
         "fp32": base,
         "bf16": accelerate(base, device=device, amp="bf16"),
-        "bf16 + channels_last": accelerate(base, device=device, amp="bf16", channels_last=True),
+        "bf16 + channels_last": accelerate(
+            copy.deepcopy(base), device=device, amp="bf16", channels_last=True
+        ),  # a copy: channels_last converts the module in place
     }
     fns: dict[str, Callable[[], object]] = {}
     for name, model in variants.items():
