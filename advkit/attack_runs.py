@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -19,9 +20,11 @@ from safetensors.torch import save_file
 import attacks
 
 from . import runs
+from .accel import accelerate, describe
 from .data import Dataset, load_run_dataset
 from .defenses import defend
-from .evaluate import Curve, robustness_curve
+from .distributed import distributed_curve, is_main, world
+from .evaluate import Curve
 from .records import RECORD_DIR, AttackRecord, AttackSettings, RecordError, read_record, record_path
 
 
@@ -46,12 +49,13 @@ def attack_run(
     settings: AttackSettings,
     *,
     device: str | torch.device = "cpu",
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     n_examples: int = 8,
     figure: bool = True,
     data: Dataset | None = None,
     dataset: str | os.PathLike | None = None,
     allow_changed_data: bool = False,
+    accel: dict[str, Any] | None = None,
 ) -> AttackRecord:
     """Attack the model of ``run_dir`` with ``settings`` and store the record.
 
@@ -64,7 +68,8 @@ def attack_run(
         run_dir: a run directory written by ``advkit train``.
         settings: the attack's settings.
         device: where to run the model.
-        progress: ``progress(eps_index, done, total)``, see ``robustness_curve``.
+        progress: ``progress(done, total)`` in samples, after each round of chunks
+            (see `advkit.distributed.distributed_curve`).
         n_examples: how many gallery examples to store.
         figure: also draw ``figures/NAME.png``.
         data: the run's dataset, already loaded (saves reloading it).
@@ -72,26 +77,31 @@ def attack_run(
             in its config.json (see `advkit.data.load_run_dataset`).
         allow_changed_data: attack data whose sha256 differs from the one
             recorded at training (with a warning) instead of refusing it.
+        accel: options of `advkit.accel.accelerate` (``amp``, ``channels_last``,
+            ``compile``); noted beside the device in the record.
+
+    Under ``torchrun`` (a process group is initialized) every rank calls it
+    alike: the samples are shared out across the ranks, every rank gets the
+    record, and only rank 0 writes files. Progress is kept in
+    ``attacks/.progress/NAME.json`` while the curve is computed, so an
+    interrupted run continues where it stopped (on any number of processes).
 
     Raises:
         ValueError: bad settings, or a run that is missing or corrupt (RunError).
     """
     run_dir = Path(run_dir)
     model, config = runs.load_run(run_dir, device=device)
+    model = accelerate(model, device=device, **(accel or {}))
     if settings.defense is not None:  # a fresh wrapper: its draws replay from the seed
         model = defend(model, settings.defense, adaptive=settings.adaptive, seed=settings.seed)
     if data is None:
         data = load_run_dataset(run_dir, config, dataset=dataset, allow_changed=allow_changed_data)
     x, y = _split(run_dir, config, settings, data)
-    curve = robustness_curve(
+    curve = distributed_curve(
         model, x, y, settings.epsilons, device=device, progress=progress,
-        examples=8 * n_examples, **settings.curve_kw(),
+        examples=8 * n_examples, resume=progress_path(run_dir, settings),
+        **settings.curve_kw(),
     )  # fmt: skip
-    eps = gallery_eps(curve)
-    examples = gallery_examples(model, curve, eps, n_examples, device)
-    examples_file = f"{settings.name}.examples.safetensors"
-    with runs.atomic_path(run_dir / RECORD_DIR / examples_file) as tmp:
-        save_file(examples, str(tmp), metadata={"eps": str(eps)})
     record = AttackRecord(
         settings=settings,
         curve=curve,
@@ -100,9 +110,36 @@ def attack_run(
         optimizer=config["optimizer"]["name"],
         dataset=config["dataset"]["name"],
         run_key=runs.config_hash(config),
-        examples={"file": examples_file, "eps": eps},
+        examples={"file": f"{settings.name}.examples.safetensors", "eps": gallery_eps(curve)},
+        world_size=world()[1],
         **runs.timing_context(device),
     )
+    if describe(**(accel or {})):
+        record.device += f" ({describe(**(accel or {}))})"
+    if is_main():
+        _write(run_dir, record, model, n_examples, device, figure)
+    return record
+
+
+def progress_path(run_dir: str | os.PathLike, settings: AttackSettings) -> Path:
+    """Where an attack keeps its progress while it runs: ``attacks/.progress/NAME.json``."""
+    return Path(run_dir) / RECORD_DIR / ".progress" / f"{settings.name}.json"
+
+
+def _write(
+    run_dir: Path,
+    record: AttackRecord,
+    model: torch.nn.Module,
+    n_examples: int,
+    device: str | torch.device,
+    figure: bool,
+) -> None:
+    """The record's examples, figure and JSON, in that order."""
+    settings, curve = record.settings, record.curve
+    eps = record.examples["eps"]
+    examples = gallery_examples(model, curve, eps, n_examples, device)
+    with runs.atomic_path(run_dir / RECORD_DIR / record.examples["file"]) as tmp:
+        save_file(examples, str(tmp), metadata={"eps": str(eps)})
     if figure:
         from .report import attack_figure, save_figure  # matplotlib only when drawing
 
@@ -111,7 +148,6 @@ def attack_run(
     # The record last: once it exists, so do its examples and figure, even if the
     # process is interrupted or killed between the files.
     runs.write_json(record_path(run_dir, settings), record.to_dict())
-    return record
 
 
 def _split(

@@ -181,7 +181,8 @@ class AttackRecord:
             whose run was retrained since is stale.
         examples: `{"file": ..., "eps": ...}`, the gallery file beside the record.
         created: UTC time of writing; `versions`: of advkit and torch;
-            `threads` and `device`: what `curve.seconds` was measured with.
+            `threads` and `device`: what `curve.seconds` was measured with;
+            `world_size`: how many processes computed it (torch.distributed).
     """
 
     settings: AttackSettings
@@ -200,6 +201,7 @@ class AttackRecord:
     )
     threads: int = field(default_factory=torch.get_num_threads)
     device: str = "cpu"
+    world_size: int = 1
 
     @property
     def name(self) -> str:
@@ -223,6 +225,7 @@ class AttackRecord:
             "versions": self.versions,
             "threads": self.threads,
             "device": self.device,
+            "world_size": self.world_size,
         }
 
     @classmethod
@@ -251,6 +254,7 @@ class AttackRecord:
             versions=dict(d.get("versions") or {}),
             threads=int(d.get("threads", 0)),
             device=str(d.get("device", "")),
+            world_size=int(d.get("world_size", 1)),
         )
 
 

@@ -11,7 +11,7 @@ import click
 
 import attacks
 
-from .. import runs
+from .. import distributed, runs
 from ..attack_runs import attack_run, default_epsilons, find_complete
 from ..defenses import canonical_adaptive
 from ..evaluate import attack_options
@@ -20,9 +20,9 @@ from .common import (
     Failure,
     device_option,
     fail_cleanly,
+    join_process_group,
     log,
     not_empty,
-    pick_device,
     progress,
 )
 
@@ -239,6 +239,16 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
 )
 @device_option
 @click.option(
+    "--amp",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "bf16", "fp16"]),
+    help="Forward passes under autocast in this precision (GPU); losses and the budget stay "
+    "float32.",
+)
+@click.option("--channels-last", is_flag=True, help="Convolutions in NHWC memory (GPU).")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, allow_dash=True),
     callback=not_empty,
@@ -266,6 +276,9 @@ def attack_command(
     adaptive,
     force,
     device,
+    amp,
+    channels_last,
+    compile_model,
     out,
 ):
     """Attack the model of RUN and write its robustness curve.
@@ -278,8 +291,10 @@ def attack_command(
     advkit attack runs/bncnn-adam --attack pgd --norm linf --eps 0:0.3:7
     advkit attack runs/bncnn-adam --attack fgsm --norm l2 --target random
     advkit attack runs/bncnn-adam --defense jpeg:75 --adaptive bpda
+    torchrun --nproc-per-node 2 -m advkit attack runs/bncnn-adam   (shared across 2 processes)
     """
-    dev = pick_device(device)
+    dev = join_process_group(device)
+    main_rank = distributed.is_main()
     config = runs.read_json(f"{run}/{runs.CONFIG}")
     if not isinstance(config, dict) or "dataset" not in config:
         raise Failure(f"{run}/config.json is not a run config")
@@ -296,14 +311,17 @@ def attack_command(
         limit=limit, batch_size=batch_size, seed=seed, defense=defense,
     )  # fmt: skip
     ctx = click.get_current_context()
+    data = {"dataset": dataset_path, "allow_changed_data": allow_changed_data}
+    data["accel"] = {"amp": amp, "channels_last": channels_last, "compile": compile_model}
     # With a defense, the naive record first, then the adaptive one beside it.
     wanted = [None] if adaptive == "none" else [None, adaptive]
     records = []
     for mode in wanted:
         settings = attack_settings(ctx, attack, **options, adaptive=mode)
         label = f"{attack} {norm}" + (f" {defense} {mode or 'naive'}" if defense else "")
-        data = {"dataset": dataset_path, "allow_changed_data": allow_changed_data}
-        records.append(_record(run, settings, dev, epsilons, label, data, force))
+        records.append(_record(run, settings, dev, label, data, force))
+    if not main_rank:
+        return  # rank 0 writes and prints
     if out == "-":
         dumped = [r.to_dict() for r in records]
         click.echo(json.dumps(dumped[0] if len(dumped) == 1 else dumped, indent=2))
@@ -314,32 +332,43 @@ def attack_command(
     click.echo("\n\n".join(format_table(r) for r in records))
 
 
-def _record(run, settings: AttackSettings, dev, epsilons, label: str, data, force: bool):
-    """The stored record of ``settings``, else a fresh one (logged)."""
-    record = None if force else find_complete(run, settings)
+def _record(run, settings: AttackSettings, dev, label: str, data, force: bool) -> AttackRecord:
+    """The stored record of ``settings``, else a fresh one (logged on rank 0).
+
+    Rank 0's view of what is stored decides for every rank (their file systems may differ).
+    """
+    main_rank = distributed.is_main()
+    record = distributed.broadcast(None if force else find_complete(run, settings))
     if record is not None:
-        log(f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it")
+        if main_rank:
+            log(
+                f"{run}/attacks/{record.name}.json already holds these settings; --force recomputes it"
+            )
         return record
-    record = _attack(run, settings, dev, epsilons, label, data)
-    log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
+    record = _attack(run, settings, dev, label, data)
+    if main_rank:
+        log(f"wrote {run}/attacks/{record.name}.json and {run}/figures/{record.name}.png")
     return record
 
 
-def _attack(run, settings: AttackSettings, device, epsilons, label: str, data) -> AttackRecord:
-    """`attack_run` with a progress bar; a Ctrl-C exits 130 with a note."""
+def _attack(run, settings: AttackSettings, device, label: str, data) -> AttackRecord:
+    """`attack_run` with a progress bar (rank 0 only); a Ctrl-C exits 130 with a note."""
 
-    def on_batch(i: int, done: int, total: int) -> None:
-        bar.set_postfix_str(f"eps={epsilons[i]:g} {done}/{total}", refresh=False)
-        if done == total:
-            bar.update(1)
+    def on_round(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
 
     # The bar is opened inside the handler: an interrupt as it appears is handled too.
     try:
-        bar = progress(len(epsilons), label, "eps")
+        bar = progress(None, label, "sample", disable=None if distributed.is_main() else True)
         try:
-            return attack_run(run, settings, device=device, progress=on_batch, **data)
+            return attack_run(run, settings, device=device, progress=on_round, **data)
         finally:
             bar.close()
     except KeyboardInterrupt:
-        log(f"interrupted; no record was written for this attack: run the command again ({run})")
+        if distributed.is_main():
+            log(
+                "interrupted; the samples done so far are kept: run the command again to "
+                f"continue ({run})"
+            )
         sys.exit(130)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 from tqdm import tqdm
 
+from .. import distributed
 from ..devices import DEVICES, resolve_device
 
 
@@ -107,10 +109,28 @@ def pick_device(name: str):
         raise Failure(one_line(e)) from None
 
 
+def join_process_group(device: str):
+    """The device for this process; under ``torchrun``, join the process group first.
+
+    Ranks other than 0 stay silent (no warnings); the group is left when the command ends.
+    """
+    dev = distributed.init_from_env(pick_device(device))
+    if distributed.world()[1] > 1:
+        click.get_current_context().call_on_close(distributed.finish)
+        if not distributed.is_main():
+            warnings.simplefilter("ignore")
+    return dev
+
+
 def progress(
-    total: int | None = None, desc: str = "", unit: str = "it", leave: bool = False
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    leave: bool = False,
+    disable: bool | None = None,
 ) -> tqdm:
-    """A progress bar on stderr (results go to stdout); hidden when stderr is not a terminal."""
+    """A progress bar on stderr (results go to stdout); hidden when stderr is not a terminal
+    (`disable=None`) or when `disable` is True (ranks other than 0)."""
     return tqdm(
         total=total,
         desc=desc,
@@ -118,7 +138,7 @@ def progress(
         leave=leave,
         file=sys.stderr,
         dynamic_ncols=True,
-        disable=None,
+        disable=disable,
     )
 
 

@@ -13,7 +13,7 @@ import click
 import attacks
 import models
 
-from .. import runs
+from .. import distributed, runs
 from ..adversarial import MODES
 from ..data import BUILTIN, TORCHVISION, is_dataset_name
 from ..train import (
@@ -344,6 +344,11 @@ def train_command(
         adv_eps_warmup=adv_eps_warmup,
         monitor=monitor,
     )
+    if distributed.launched_world_size() > 1:
+        raise Failure(
+            "advkit train does not run under torchrun yet (no DistributedDataParallel): "
+            "N processes would train N copies into one run directory; train with one process"
+        )
     dev = pick_device(device)
     t0 = time.perf_counter()
     try:

@@ -26,7 +26,7 @@ import torch
 from advkit.devices import DEVICES, resolve_device
 from advkit.runs import write_text
 
-from . import attacks, defenses, scale, train, transfer
+from . import attacks, defenses, distributed, gpu, scale, train, transfer
 from .harness import Section, log, machine_line, suite_markdown, targets_table, update_document
 
 Suite = Callable[[torch.device, bool], list[Section]]
@@ -36,6 +36,8 @@ SUITES: dict[str, Suite] = {
     "scale": scale.suite,
     "transfer": transfer.suite,
     "defenses": defenses.suite,
+    "distributed": distributed.suite,
+    "gpu": gpu.suite,
 }
 NEW_DOCUMENT = "# advkit benchmarks\n\nMethodology: see BENCHMARKS.md in the repository.\n"
 
