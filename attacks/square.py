@@ -256,7 +256,6 @@ def _pattern(rows: int, cols: int, axis: int, like: torch.Tensor) -> torch.Tenso
 
 def _propose_linf(search: _Search, window: tuple[int, int], draws: _Draws) -> torch.Tensor:
     """Move the window to a corner of the ball: `+-eps` per sample and channel."""
-    image = _as_image(search.point)
     size = (2 * search.p.eps).view(-1, 1, 1, 1)
     change = draws.first.mask() * (size * draws.signs)  # (N, C, H, W)
     return search.ball.project(search.point + change.reshape(search.point.shape))

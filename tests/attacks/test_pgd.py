@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import attacks
-from attacks.noise import Noise
 from attacks import losses
+from attacks.noise import Noise
 
 
 def gen(seed: int = 0) -> torch.Generator:
