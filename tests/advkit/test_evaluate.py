@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from advkit.evaluate import Curve, _targets, robustness_curve
+from attacks.noise import Noise
 
 EPSILONS = [0.0, 0.05, 0.1, 0.2, 0.4]
 CLASSES = 5
@@ -113,7 +114,7 @@ def test_seed_drives_the_random_choices(model, data):
 def test_random_targets_are_uniform_over_the_wrong_classes():
     y = torch.randint(0, 4, (8000,), generator=torch.Generator().manual_seed(0))
     logits = torch.zeros(8000, 4)
-    targets = _targets("random", y, logits, torch.Generator().manual_seed(1))
+    targets = _targets("random", y, logits, Noise(torch.arange(8000) + 1))
     assert not (targets == y).any()
     counts = torch.bincount((targets - y) % 4, minlength=4)
     assert counts[0] == 0 and ((counts[1:] - 8000 / 3).abs() < 200).all()
@@ -122,7 +123,7 @@ def test_random_targets_are_uniform_over_the_wrong_classes():
 def test_least_likely_target_is_the_least_probable_wrong_class():
     logits = torch.tensor([[0.0, -3.0, 1.0, -1.0], [5.0, 0.0, 1.0, 2.0], [-9.0, 0.0, 1.0, 2.0]])
     y = torch.tensor([0, 1, 0])
-    targets = _targets("least-likely", y, logits, torch.Generator())
+    targets = _targets("least-likely", y, logits, Noise(torch.arange(3)))
     # Sample 2's least probable class is its true class 0, so it gets the next one.
     assert targets.tolist() == [1, 2, 1]
 
@@ -139,7 +140,7 @@ def test_incremental_is_at_least_as_strong_as_from_scratch(model, data):
             assert a <= b + 0.02
 
 
-def test_incremental_attacks_only_samples_not_yet_fooled(model, data):
+def test_per_eps_attacks_only_samples_not_yet_fooled(model, data):
     x, y = data
     calls = []
     curve = robustness_curve(
@@ -147,6 +148,7 @@ def test_incremental_attacks_only_samples_not_yet_fooled(model, data):
         x,
         y,
         EPSILONS,
+        method="per-eps",
         batch_size=16,
         progress=lambda i, done, total: calls.append((i, done, total)),
     )
