@@ -159,6 +159,7 @@ def robustness_curve(
     seed: int = 0,
     *,
     method: str | None = None,
+    sample_ids: torch.Tensor | None = None,
     incremental: bool = True,
     device: torch.device | str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
@@ -212,6 +213,11 @@ def robustness_curve(
             global random state is neither used nor changed.
         method: `"descend"` or `"per-eps"` (see above); None picks `"descend"`
             for attacks with `steps` and `"per-eps"` for the others.
+        sample_ids: Each sample's identity `(N,)` (int64; its index in the
+            whole dataset), from which its random choices derive; None means
+            its position in `x`. Give it when `x` is a reordered or partial
+            view of a dataset, so each sample keeps its own randomness
+            (stored as `per_sample["sample_id"]`).
         incremental: False attacks every sample at every eps from scratch, as
             peer libraries do (for benchmarks; `method` is then `"scratch"`);
             the curve is then usually, but not by construction, non-increasing.
@@ -241,12 +247,14 @@ def robustness_curve(
     started = time.perf_counter()
     epsilons = _check_arguments(x, y, epsilons, attack, norm, target, batch_size, seed, attack_kw)
     method = _check_method(method, attack, incremental)
+    ids = _check_sample_ids(sample_ids, len(x))
     if takes(attack, "early_stop"):
         attack_kw.setdefault("early_stop", incremental)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with attacks.count_passes(model) as passes:
         run = _Evaluation(model, x, y, target, batch_size, torch.device(device), seed, epsilons)
+        run.identify(ids, given=sample_ids is not None)
         run.keep_examples(examples)
         options = {"norm": norm, **attack_kw}
         if method == "descend":
@@ -274,6 +282,26 @@ def robustness_curve(
         passes={"forward": passes.forward, "backward": passes.backward},
         examples=run.examples,
     )
+
+
+def _check_sample_ids(sample_ids: object, n: int) -> torch.Tensor:
+    """The samples' ids as int64 `(n,)` (default `arange(n)`); raise unless well formed."""
+    if sample_ids is None:
+        return torch.arange(n)
+    if (
+        not isinstance(sample_ids, torch.Tensor)
+        or sample_ids.is_floating_point()
+        or sample_ids.is_complex()
+        or sample_ids.dtype == torch.bool
+        or tuple(sample_ids.shape) != (n,)
+    ):
+        shown = (
+            f"{sample_ids.dtype} {tuple(sample_ids.shape)}"
+            if isinstance(sample_ids, torch.Tensor)
+            else type(sample_ids).__name__
+        )
+        raise ValueError(f"sample_ids must be an integer tensor of shape ({n},), got {shown}")
+    return sample_ids.detach().cpu().long()
 
 
 def _check_method(method: str | None, attack: str, incremental: bool) -> str:
@@ -311,11 +339,9 @@ class _Evaluation:
         self.index = keep.nonzero().squeeze(1)  # positions in x of the samples evaluated
         self.y = y[self.index]
         self.n = len(self.y)
-        # Each sample's random streams come from its index in x, never its batch position.
-        self.noise = Noise(self.index)
-        self._seeds: dict[int, torch.Tensor] = {}
         clean_logits, self.clean_check = _clean_pass(model, x, self.index, batch_size, device)
-        self.targets = _targets(target, self.y, clean_logits, self.noise.fork("target", seed))
+        self.target, self.clean_logits = target, clean_logits
+        self.identify(torch.arange(len(x)), given=False)
         first = self.index[: min(batch_size, self.n)]
         self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
         for f in self.flags:
@@ -333,6 +359,16 @@ class _Evaluation:
         self.checks: list[dict[str, Any]] = []
         self.examples: dict[str, torch.Tensor] | None = None
 
+    def identify(self, ids: torch.Tensor, given: bool) -> None:
+        """Derive each sample's random streams (targets, attacks) from its id, never its batch
+        position; `ids` has one entry per sample of `x`."""
+        self.ids, self.given_ids = ids[self.index], given
+        self.noise = Noise(self.ids)
+        self._seeds: dict[int, torch.Tensor] = {}
+        self.targets = _targets(
+            self.target, self.y, self.clean_logits, self.noise.fork("target", self.seed)
+        )
+
     def per_sample(self) -> dict[str, list]:
         """The per-sample results, JSON-ready (NaN as None)."""
 
@@ -346,6 +382,8 @@ class _Evaluation:
         }
         if self.targets is not None:
             result["target"] = self.targets.tolist()
+        if self.given_ids:
+            result["sample_id"] = self.ids.tolist()
         return result
 
     def succeeded(self, prediction: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
@@ -434,7 +472,7 @@ class _Evaluation:
                 if progress is not None:
                     progress(level, 0, 0)
                 continue
-            check, stages = _Check(), []
+            check, stages = _Check(), list[dict[str, Any]]()
             level_options = {**options, "log": stages} if takes(attack, "log") else options
             with attacks.count_passes(self.model) as passes:
                 todo = walking if level == levels - 1 else self.try_projected(walking, level)
