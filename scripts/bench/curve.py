@@ -20,9 +20,8 @@ import attacks
 from advkit import robustness_curve
 from advkit.data import load_dataset
 
-from .attacks import PEERS
+from .attacks import PEERS, trained_models
 from .attacks import Settings as TrainSettings
-from .attacks import trained_models
 from .harness import Row, Section, interleaved, log, markdown_table, ratios, synchronizer
 
 GRIDS = {
