@@ -24,16 +24,23 @@ from torch import nn
 import attacks
 from attacks import norms
 from attacks.checks import check_clip
+from attacks.noise import Noise
 
 from .trust import curve_flags, model_flags, wilson
 
 TARGETS = ("random", "least-likely")
 
+# How a curve is computed (see `robustness_curve`).
+METHODS = ("descend", "per-eps")
+
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
 
+# The cost entries of an eps that attacked nothing.
+_NOTHING = {"forward": 0, "backward": 0}
+
 # Options of an attack that robustness_curve sets itself.
-_SET_BY_THE_CURVE = ("norm", "target", "generator", "log")
+_SET_BY_THE_CURVE = ("norm", "target", "generator", "seeds", "log")
 
 
 def attack_options(attack: str) -> dict[str, Any]:
@@ -151,6 +158,8 @@ def robustness_curve(
     batch_size: int = 256,
     seed: int = 0,
     *,
+    method: str | None = None,
+    sample_ids: torch.Tensor | None = None,
     incremental: bool = True,
     device: torch.device | str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
@@ -160,12 +169,31 @@ def robustness_curve(
     """Accuracy of `model` under `attack` at each budget in `epsilons`.
 
     Budgets are nested balls, so a point that fools the model at a small eps is
-    valid at every larger one. With `incremental` (the default) each eps only
-    attacks the samples that no smaller eps has fooled (untargeted) or brought
-    to the target (targeted), clean errors are never attacked, and attacks that
-    can (`early_stop` in their signature) stop early on each sample as soon as
-    it succeeds: the curve is non-increasing by construction and costs far
-    less than attacking every eps from scratch.
+    valid at every larger one, and each sample has a breaking budget on the
+    grid (`Curve.per_sample["fooled_at"]`); the accuracy at eps is the share
+    of samples whose breaking budget is larger (or who never broke): the curve
+    is non-increasing by construction. Clean errors are never attacked, and
+    attacks that can (`early_stop`) stop on each sample as soon as it succeeds.
+    Two methods find the breaking budgets:
+
+    - `"descend"` (the default for attacks with `steps`, e.g. pgd, apgd,
+      strong): attack every sample at the largest eps; then, for each sample
+      that broke, walk the grid down: at the next smaller eps, first check
+      its last adversarial point projected onto that ball (one forward pass),
+      and only if that fails attack there; the first eps where the attack
+      fails ends the walk, and the sample counts as robust below it (a success
+      at eps is one at every larger eps; a failure is inferred at smaller
+      ones). Each sample pays about one failed attack, where attacking eps by
+      eps pays one per eps below its breaking budget.
+    - `"per-eps"` (the default otherwise): eps by eps upwards, each attacking
+      only the samples no smaller eps has fooled (untargeted) or brought to
+      the target (targeted).
+
+    Every random choice of the attack at eps index `i` comes from per-sample
+    seeds derived from (`seed`, `i`, the sample's index in `x`), and random
+    targets from (`seed`, index): each sample's result is the same for any
+    `batch_size`, sample order or split of the data (given a model whose
+    per-sample outputs do not depend on the batch it is in).
 
     Args:
         model: Maps `x` to logits `(N, K)` (or a tuple, dict or object holding
@@ -183,14 +211,22 @@ def robustness_curve(
         batch_size: Samples per attack call; memory does not grow with `N`.
         seed: Seeds every random choice (random targets, random starts); the
             global random state is neither used nor changed.
+        method: `"descend"` or `"per-eps"` (see above); None picks `"descend"`
+            for attacks with `steps` and `"per-eps"` for the others.
+        sample_ids: Each sample's identity `(N,)` (int64; its index in the
+            whole dataset), from which its random choices derive; None means
+            its position in `x`. Give it when `x` is a reordered or partial
+            view of a dataset, so each sample keeps its own randomness
+            (stored as `per_sample["sample_id"]`).
         incremental: False attacks every sample at every eps from scratch, as
-            peer libraries do (for benchmarks); the curve is then usually, but
-            not by construction, non-increasing.
+            peer libraries do (for benchmarks; `method` is then `"scratch"`);
+            the curve is then usually, but not by construction, non-increasing.
         device: Where the model runs; None means the device of its first
             parameter (CPU if it has none).
         progress: Called as `progress(eps_index, done, total)` after each
             attacked batch, `done` of the `total` samples attacked at that eps;
-            an eps with nothing to attack reports once with `0, 0`.
+            an eps with nothing to attack reports once with `0, 0` (`"descend"`
+            visits the eps from the largest down).
         examples: Keep, for the first this many evaluated samples, the
             adversarial input the curve counted at every eps (`Curve.examples`,
             for galleries that show exactly what the curve measured).
@@ -210,15 +246,22 @@ def robustness_curve(
     """
     started = time.perf_counter()
     epsilons = _check_arguments(x, y, epsilons, attack, norm, target, batch_size, seed, attack_kw)
+    method = _check_method(method, attack, incremental)
+    ids = _check_sample_ids(sample_ids, len(x))
     if takes(attack, "early_stop"):
         attack_kw.setdefault("early_stop", incremental)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with attacks.count_passes(model) as passes:
         run = _Evaluation(model, x, y, target, batch_size, torch.device(device), seed, epsilons)
+        run.identify(ids, given=sample_ids is not None)
         run.keep_examples(examples)
-        for i, eps in enumerate(epsilons):
-            run.attack_at(i, eps, attack, {"norm": norm, **attack_kw}, incremental, progress)
+        options = {"norm": norm, **attack_kw}
+        if method == "descend":
+            run.descend(attack, options, progress)
+        else:
+            for i, eps in enumerate(epsilons):
+                run.attack_at(i, eps, attack, options, incremental, progress)
     if incremental:  # nested balls: each eps keeps every success of the smaller ones
         assert run.accuracy == sorted(run.accuracy, reverse=True), run.accuracy
         assert run.success_rate == sorted(run.success_rate), run.success_rate
@@ -230,7 +273,7 @@ def robustness_curve(
         clean_accuracy=int((~run.clean_fooled).sum()) / run.n,
         n_samples=run.n,
         n_excluded=len(y) - run.n,
-        settings=_settings(attack, norm, target, seed, batch_size, incremental, attack_kw),
+        settings=_settings(attack, norm, target, seed, batch_size, method, attack_kw),
         seconds=time.perf_counter() - started,
         checks=run.checks,
         intervals=[list(wilson(round(a * run.n), run.n)) for a in run.accuracy],
@@ -239,6 +282,35 @@ def robustness_curve(
         passes={"forward": passes.forward, "backward": passes.backward},
         examples=run.examples,
     )
+
+
+def _check_sample_ids(sample_ids: object, n: int) -> torch.Tensor:
+    """The samples' ids as int64 `(n,)` (default `arange(n)`); raise unless well formed."""
+    if sample_ids is None:
+        return torch.arange(n)
+    if (
+        not isinstance(sample_ids, torch.Tensor)
+        or sample_ids.is_floating_point()
+        or sample_ids.is_complex()
+        or sample_ids.dtype == torch.bool
+        or tuple(sample_ids.shape) != (n,)
+    ):
+        shown = (
+            f"{sample_ids.dtype} {tuple(sample_ids.shape)}"
+            if isinstance(sample_ids, torch.Tensor)
+            else type(sample_ids).__name__
+        )
+        raise ValueError(f"sample_ids must be an integer tensor of shape ({n},), got {shown}")
+    return sample_ids.detach().cpu().long()
+
+
+def _check_method(method: str | None, attack: str, incremental: bool) -> str:
+    """The method's name: `"scratch"` when not incremental, else `method` or the attack's default."""
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be None or one of {METHODS}, got {method!r}")
+    if not incremental:
+        return "scratch"
+    return method or ("descend" if takes(attack, "steps") else "per-eps")
 
 
 class _Evaluation:
@@ -259,9 +331,7 @@ class _Evaluation:
         epsilons: list[float],
     ) -> None:
         self.model, self.x, self.batch_size, self.device = model, x, batch_size, device
-        rng = torch.Generator().manual_seed(seed)
-        # One seed per eps, drawn first so they do not depend on N.
-        self.eps_seeds = torch.randint(0, 2**62, (len(epsilons),), generator=rng).tolist()
+        self.seed, self.epsilons = seed, epsilons
         y = y.detach().cpu().long()
         keep = y != target if isinstance(target, int) else torch.ones_like(y, dtype=torch.bool)
         if not keep.any():
@@ -270,7 +340,8 @@ class _Evaluation:
         self.y = y[self.index]
         self.n = len(self.y)
         clean_logits, self.clean_check = _clean_pass(model, x, self.index, batch_size, device)
-        self.targets = _targets(target, self.y, clean_logits, rng)
+        self.target, self.clean_logits = target, clean_logits
+        self.identify(torch.arange(len(x)), given=False)
         first = self.index[: min(batch_size, self.n)]
         self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
         for f in self.flags:
@@ -288,6 +359,16 @@ class _Evaluation:
         self.checks: list[dict[str, Any]] = []
         self.examples: dict[str, torch.Tensor] | None = None
 
+    def identify(self, ids: torch.Tensor, given: bool) -> None:
+        """Derive each sample's random streams (targets, attacks) from its id, never its batch
+        position; `ids` has one entry per sample of `x`."""
+        self.ids, self.given_ids = ids[self.index], given
+        self.noise = Noise(self.ids)
+        self._seeds: dict[int, torch.Tensor] = {}
+        self.targets = _targets(
+            self.target, self.y, self.clean_logits, self.noise.fork("target", self.seed)
+        )
+
     def per_sample(self) -> dict[str, list]:
         """The per-sample results, JSON-ready (NaN as None)."""
 
@@ -301,6 +382,8 @@ class _Evaluation:
         }
         if self.targets is not None:
             result["target"] = self.targets.tolist()
+        if self.given_ids:
+            result["sample_id"] = self.ids.tolist()
         return result
 
     def succeeded(self, prediction: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
@@ -337,16 +420,13 @@ class _Evaluation:
             if not incremental:  # from scratch: forget what smaller budgets found
                 self.fooled, self.reached = self.clean_fooled.clone(), self.clean_reached.clone()
             todo = torch.arange(self.n)[~self.reached] if incremental else torch.arange(self.n)
-            if takes(attack, "generator"):
-                generator = torch.Generator(device=self.device).manual_seed(self.eps_seeds[i])
-                options = {**options, "generator": generator}
         stages: list[dict[str, Any]] = []
         if takes(attack, "log"):  # an attack made of stages reports each
             options = {**options, "log": stages}
         with attacks.count_passes(self.model) as passes:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
-                self.attack_batch(batch, eps, attack, options, check, options["norm"])
+                self.attack_batch(batch, i, attack, options, check)
                 if progress is not None:
                     progress(i, start + len(batch), len(todo))
         if progress is not None and not len(todo):
@@ -362,26 +442,141 @@ class _Evaluation:
             self.adversarial.append(self.examples["current"].clone())
             self.examples["x_adv"] = torch.stack(self.adversarial, dim=1)  # (n, eps, ...)
 
-    def attack_batch(
+    def descend(
         self,
-        batch: torch.Tensor,
-        eps: float,
+        attack: str,
+        options: dict[str, Any],
+        progress: Callable[[int, int, int], None] | None,
+    ) -> None:
+        """The `"descend"` method: attack at the largest eps, then walk each broken sample down.
+
+        `level` holds each sample's breaking level on the grid (the index of
+        the smallest eps where it was fooled / reached, `len(epsilons)` if
+        never); the walk at a level only visits the samples that broke at the
+        level above, so a success is kept at every larger eps by construction.
+        """
+        levels, self.norm = len(self.epsilons), options["norm"]
+        self.fooled_level = torch.where(self.clean_fooled, 0, levels)
+        self.reached_level = torch.where(self.clean_reached, 0, levels)
+        self.points = torch.empty((self.n, *self.x.shape[1:]), dtype=self.x.dtype)
+        if self.examples is not None:
+            self.examples["x_adv"] = self.examples["x"][:, None].repeat_interleave(levels, dim=1)
+        checks: list[dict[str, Any]] = [{**self.clean_check, **_NOTHING}] * levels
+        walking = torch.arange(self.n)[~self.clean_reached]
+        for level in range(levels - 1, -1, -1):
+            eps = self.epsilons[level]
+            if eps == 0 or not len(walking):
+                walking = walking[:0]
+                if eps > 0:
+                    checks[level] = {**_Check().result(eps, options["norm"]), **_NOTHING}
+                if progress is not None:
+                    progress(level, 0, 0)
+                continue
+            check, stages = _Check(), list[dict[str, Any]]()
+            level_options = {**options, "log": stages} if takes(attack, "log") else options
+            with attacks.count_passes(self.model) as passes:
+                todo = walking if level == levels - 1 else self.try_projected(walking, level)
+                self.walk_step(todo, level, attack, level_options, check, progress)
+            spent = {"forward": passes.forward, "backward": passes.backward}
+            merged = {"stages": _merge(stages)} if stages else {}
+            checks[level] = {**check.result(eps, options["norm"]), **spent, **merged}
+            walking = (self.reached_level == level).nonzero().squeeze(1)
+        self.checks = checks
+        for i in range(levels):
+            self.accuracy.append(int((self.fooled_level > i).sum()) / self.n)
+            self.success_rate.append(int((self.reached_level <= i).sum()) / self.n)
+        grid = torch.tensor([*self.epsilons, math.nan], dtype=torch.float64)
+        self.fooled_at, self.reached_at = grid[self.fooled_level], grid[self.reached_level]
+
+    def try_projected(self, samples: torch.Tensor, level: int) -> torch.Tensor:
+        """Check each sample's last adversarial point projected onto the eps-ball at `level`
+        (one forward pass); record the successes and return the samples still to attack."""
+        eps, norm = self.epsilons[level], self.norm
+        left = []
+        for batch in samples.split(self.batch_size):
+            x_batch = self.inputs(batch)
+            budget = torch.full((len(batch),), eps, dtype=x_batch.dtype, device=self.device)
+            ball = norms.ball(x_batch, budget, norm, None)  # a shrunk point stays in the box
+            candidate = ball.project(self.points[batch].to(self.device))
+            reached = self.record(batch, level, x_batch, candidate, _Check())
+            left.append(batch[~reached])
+        return torch.cat(left) if left else samples[:0]
+
+    def walk_step(
+        self,
+        samples: torch.Tensor,
+        level: int,
         attack: str,
         options: dict[str, Any],
         check: _Check,
-        norm: str,
+        progress: Callable[[int, int, int], None] | None,
     ) -> None:
+        """Attack `samples` at `level` (from the clean input, seeds of that level)."""
+        for start in range(0, len(samples), self.batch_size):
+            batch = samples[start : start + self.batch_size]
+            x_batch, x_adv = self.run_attack(batch, level, attack, options)
+            self.record(batch, level, x_batch, x_adv, check)
+            if progress is not None:
+                progress(level, start + len(batch), len(samples))
+        if progress is not None and not len(samples):
+            progress(level, 0, 0)
+
+    def record(
+        self,
+        batch: torch.Tensor,
+        level: int,
+        x_batch: torch.Tensor,
+        x_adv: torch.Tensor,
+        check: _Check,
+    ) -> torch.Tensor:
+        """Note where `x_adv` (valid at `level`) fools / reaches; return whether it reached."""
+        prediction = self.predict(x_adv)
+        fooled, reached = prediction != self.y[batch], self.succeeded(prediction, batch)
+        self.fooled_level[batch[fooled]] = self.fooled_level[batch[fooled]].clamp(max=level)
+        self.reached_level[batch[reached]] = level
+        self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
+        check.add(x_adv - x_batch, x_adv, self.norm)
+        if self.examples is not None:
+            kept = (batch < len(self.examples["x"])) & (reached | (level == len(self.epsilons) - 1))
+            self.examples["x_adv"][batch[kept], level] = x_adv[kept.to(x_adv.device)].cpu()
+        return reached
+
+    def seeds(self, i: int) -> torch.Tensor:
+        """Per-sample seeds `(n,)` of the attack at eps index `i`: from (seed, i, index in x)."""
+        if i not in self._seeds:
+            self._seeds[i] = self.noise.fork("curve", self.seed, "eps", i).seeds
+        return self._seeds[i]
+
+    def run_attack(
+        self, batch: torch.Tensor, i: int, attack: str, options: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attack at eps index `i` on the samples `batch`: clean inputs and adversarial ones."""
         x_batch = self.inputs(batch)
         t_batch = None if self.targets is None else self.targets[batch].to(self.device)
         y_batch = self.y[batch].to(self.device)
+        if takes(attack, "seeds"):
+            options = {**options, "seeds": self.seeds(i)[batch].to(self.device)}
+        elif takes(attack, "generator"):  # an attack without per-sample seeds
+            seed = int(self.seeds(i)[batch[0]]) if len(batch) else 0
+            options = {**options, "generator": torch.Generator(self.device).manual_seed(seed)}
         x_adv = attacks.ATTACKS[attack](
-            self.model, x_batch, y_batch, eps, target=t_batch, **options
+            self.model, x_batch, y_batch, self.epsilons[i], target=t_batch, **options
         )
+        return x_batch, x_adv
+
+    def predict(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """The model's predicted classes at `x_adv`, on the CPU."""
         with torch.no_grad(), attacks.eval_mode(self.model):
-            prediction = attacks.logits_of(self.model(x_adv)).argmax(dim=1).cpu()
+            return attacks.logits_of(self.model(x_adv)).argmax(dim=1).cpu()
+
+    def attack_batch(
+        self, batch: torch.Tensor, i: int, attack: str, options: dict[str, Any], check: _Check
+    ) -> None:
+        x_batch, x_adv = self.run_attack(batch, i, attack, options)
+        prediction = self.predict(x_adv)
         self.fooled[batch] |= prediction != self.y[batch]
         self.reached[batch] |= self.succeeded(prediction, batch)
-        check.add(x_adv - x_batch, x_adv, norm)
+        check.add(x_adv - x_batch, x_adv, options["norm"])
         if self.examples is not None:
             kept = batch < len(self.examples["x"])
             self.examples["current"][batch[kept]] = x_adv[kept.to(x_adv.device)].cpu()
@@ -502,9 +697,12 @@ def _clean_pass(
 
 
 def _targets(
-    target: None | str | int, y: torch.Tensor, clean_logits: torch.Tensor, rng: torch.Generator
+    target: None | str | int, y: torch.Tensor, clean_logits: torch.Tensor, noise: Noise
 ) -> torch.Tensor | None:
-    """The target class of each sample, or None for an untargeted attack."""
+    """The target class of each sample, or None for an untargeted attack.
+
+    Random targets come from each sample's own stream in `noise`.
+    """
     k = clean_logits.shape[1]
     if int(y.max()) >= k:
         raise ValueError(
@@ -514,7 +712,7 @@ def _targets(
         return None
     if target == "random":
         # An offset in 1..K-1 gives each wrong class the same chance.
-        return (y + torch.randint(1, k, y.shape, generator=rng)) % k
+        return (y + noise.integers(1, k - 1, "target").cpu()) % k
     if target == "least-likely":
         return clean_logits.scatter(1, y[:, None], float("inf")).argmin(dim=1)
     if int(target) >= k:
@@ -528,13 +726,14 @@ def _settings(
     target: None | str | int,
     seed: int,
     batch_size: int,
-    incremental: bool,
+    method: str,
     attack_kw: dict[str, Any],
 ) -> dict[str, Any]:
     """Every setting of the run, defaults filled in, as JSON-ready values."""
     settings = {"attack": attack, "norm": norm, "target": target}
     settings.update(attack_options(attack), **attack_kw)
-    settings.update(seed=seed, batch_size=batch_size, incremental=incremental)
+    incremental = method != "scratch"
+    settings.update(seed=seed, batch_size=batch_size, incremental=incremental, method=method)
     return {name: _json_ready(value) for name, value in settings.items()}
 
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from attacks import checks, losses, norms
-from attacks.pgd import _Best
+from attacks.noise import Noise
+from attacks.pgd import _Best, _restart
 from attacks.runtime import attack_mode
 
 # The paper's fixed constants: the first step is 2 * eps, and each step mixes
@@ -51,6 +52,7 @@ def apgd(
     generator: torch.Generator | None = None,
     early_stop: bool = False,
     rho: float = 0.75,
+    seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Auto-PGD, Croce & Hein 2020 (https://arxiv.org/abs/2003.01690).
 
@@ -70,7 +72,7 @@ def apgd(
     passes (the start and every step are evaluated). A sample's result is its
     highest-objective point among those where the attack succeeded, else its
     highest-objective point. The model runs in eval mode and is left exactly
-    as it was found; randomness comes only from `generator`.
+    as it was found; randomness comes only from `seeds` (else `generator`).
 
     Args:
         model: Maps `x` to logits `(N, K)`.
@@ -87,12 +89,15 @@ def apgd(
         loss: One of `attacks.LOSSES` (`"ce"`, `"dlr"`, `"margin"`, ...; see
             `attacks.losses.objective`).
         clip: Valid input range `(low, high)`, or None for no clipping.
-        generator: Source of the random starts; None means a fresh generator
-            seeded with 0.
+        generator: Used only without `seeds`: one seed per batch position is
+            drawn from it (None: a fresh generator seeded with 0).
         early_stop: Stop updating a sample as soon as the attack succeeds on
             it and keep that point.
         rho: The fraction of successful steps below which the step size is
             halved, in [0, 1].
+        seeds: Per-sample seeds `(N,)` (int64): each sample's random starts
+            (restart `r > 0` uses `attacks.noise.Noise.fork("restart", r)`) depend only
+            on its own seed, so its result does not depend on the batch.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -110,8 +115,7 @@ def apgd(
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
     if not p.eps.any():
         return p.original.clone()
-    if generator is None:
-        generator = torch.Generator(device=p.x.device).manual_seed(0)
+    noise = Noise.of(p.x, seeds=seeds, generator=generator) if random_start else None
     ball = norms.ball(p.x, p.eps, p.norm, p.clip)
     marks = checkpoints(steps)
     windows = dict(
@@ -119,11 +123,14 @@ def apgd(
     )
     best = _Best(p.x)
     with attack_mode(model), torch.enable_grad():
-        for _ in range(restarts):
-            # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
-            start = norms.random_start(p.x, p.eps, norm, p.clip, generator) if random_start else p.x
+        for restart in range(restarts):
             todo = best.todo()
-            run = _Run(model, p.select(todo), ball.select(todo), start[todo])
+            start = p.x[todo]
+            if noise is not None:  # each sample's own draw: the same whatever was fooled before
+                start = norms.random_start(
+                    start, p.eps[todo], norm, p.clip, _restart(noise, restart).select(todo), "start"
+                )
+            run = _Run(model, p.select(todo), ball.select(todo), start)
             for i in range(1, steps + 1):
                 if early_stop and not run.retire_successes():
                     break

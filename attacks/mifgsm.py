@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from attacks import checks, losses, norms, transforms
+from attacks.noise import Noise
 from attacks.runtime import attack_mode
 
 
@@ -28,6 +29,7 @@ def mifgsm(
     loss: str = "ce",
     clip: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Momentum Iterative FGSM, Dong et al. 2018 (https://arxiv.org/abs/1710.06081).
 
@@ -41,15 +43,16 @@ def mifgsm(
     start). Two options help transfer further:
 
     - `diversity` (DIM, Xie et al. 2019, https://arxiv.org/abs/1803.06978):
-      at each step, with this probability, the model sees the batch shrunk to
-      a random size and zero-padded back (`transforms.diverse`).
+      at each step, with this probability, the model sees each sample shrunk
+      to a random size and zero-padded back at a random offset, drawn per
+      sample (`transforms.diverse_per_sample`).
     - `translation` (TI, Dong et al. 2019, https://arxiv.org/abs/1904.02884):
       the gradient is smoothed with a Gaussian kernel of this size before it
       is normalized (`transforms.smooth_gradient`).
 
     Each step costs one forward and one backward pass with respect to the
     input. The model runs in eval mode and is left exactly as it was found;
-    randomness (diversity only) comes only from `generator`.
+    randomness (diversity only) comes only from `seeds` (else `generator`).
 
     Args:
         model: Maps `x` to logits `(N, K)`.
@@ -70,9 +73,12 @@ def mifgsm(
         target: None for an untargeted attack, else the class each sample should become.
         loss: `"ce"`, `"lecture"` or `"margin"` (see `attacks.losses.objective`).
         clip: Valid input range `(low, high)`, or None for no clipping.
-        generator: Source of the diversity draws; None means a fresh generator
-            seeded with 0, so results are reproducible and the global random
-            state is never used.
+        generator: Used only without `seeds`: one seed per batch position is
+            drawn from it (None: a fresh generator seeded with 0), so results
+            are reproducible and the global random state is never used.
+        seeds: Per-sample seeds `(N,)` (int64): each sample's diversity draws
+            (stream `("diversity", step)` of `attacks.noise.Noise`) depend only
+            on its own seed, so its result does not depend on the batch.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -99,8 +105,7 @@ def mifgsm(
         transforms.check_images("translation", p.x)
     if not p.eps.any():
         return p.original.clone()
-    if generator is None:
-        generator = torch.Generator(device=p.x.device).manual_seed(0)
+    noise = Noise.of(p.x, seeds=seeds, generator=generator) if diversity else None
     kernel = (
         transforms.gaussian_kernel(translation, dtype=p.x.dtype, device=p.x.device)
         if translation
@@ -111,10 +116,12 @@ def mifgsm(
     tiny = torch.finfo(p.x.dtype).tiny
     with attack_mode(model), torch.enable_grad():
         for i in range(steps):
-            point = point.detach().requires_grad_(
-                True
-            )  # a new leaf; the caller's `x` is not touched
-            seen = transforms.diverse(point, diversity, scale, generator) if diversity else point
+            point = point.detach().requires_grad_(True)  # a new leaf; `x` is not touched
+            seen = (
+                transforms.diverse_per_sample(point, diversity, scale, noise, "diversity", i)
+                if noise is not None
+                else point
+            )
             logits = p.logits(model, seen, check=i == 0)
             (grad,) = torch.autograd.grad(losses.total(logits, p.y, p.target, p.loss), point)
             if kernel is not None:

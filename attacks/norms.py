@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from attacks.noise import Noise
+
 NORMS = ("linf", "l2")
 
 
@@ -102,7 +104,9 @@ class L2Ball(NamedTuple):
         A zero gradient does not move the point (`direction`).
         """
         length = norm_of(grad, "l2").clamp_min(torch.finfo(grad.dtype).tiny)
-        return self.project(point.addcmul(grad, _per_sample(size / length, grad)))
+        # Normalized first: `size / length` can overflow for a zero gradient (`inf * 0` is NaN).
+        direction = grad / _per_sample(length, grad)
+        return self.project(point.addcmul(direction, _per_sample(size, grad)))
 
 
 Ball = LinfBall | L2Ball
@@ -132,7 +136,8 @@ def random_start(
     eps: torch.Tensor,
     norm: str,
     clip: tuple[float, float] | None,
-    generator: torch.Generator,
+    noise: Noise,
+    *stream: int | str,
 ) -> torch.Tensor:
     """A random point of each sample's eps-ball, then clipped.
 
@@ -145,23 +150,18 @@ def random_start(
     PGD-L2 with volume-uniform starts left 2-3 points more robust accuracy at
     mid-range eps than with this draw (shared/BENCHMARKING.md saw the same).
 
-    Noise is drawn on the generator's device and moved to `x`'s, so the same
-    generator seed gives the same start everywhere.
+    Each sample's start comes from its own seed in `noise` and the `stream`
+    (e.g. `("start", restart)`), so it does not depend on the batch.
 
     Shape:
         x `(N, ...)`, eps `(N,)` -> `(N, ...)`.
     """
-
-    def draw(shape: torch.Size, gaussian: bool) -> torch.Tensor:
-        sample = torch.randn if gaussian else torch.rand
-        noise = sample(shape, generator=generator, device=generator.device, dtype=x.dtype)
-        return noise.to(x.device)
-
+    shape = x.shape[1:]
     if norm == "linf":
-        delta = (2 * draw(x.shape, False) - 1) * _per_sample(eps, x)
+        delta = (2 * noise.uniform(shape, *stream, dtype=x.dtype) - 1) * _per_sample(eps, x)
     else:
-        gaussian = draw(x.shape, True)
-        radius = eps * draw(torch.Size([x.shape[0]]), False)
+        gaussian = noise.normal(shape, *stream, "direction", dtype=x.dtype)
+        radius = eps * noise.uniform((), *stream, "radius", dtype=x.dtype)
         unit = gaussian / _per_sample(norm_of(gaussian, "l2").clamp_min(1e-12), x)
         delta = unit * _per_sample(radius, x)
     # Projecting undoes rounding that could leave the draw a hair outside the ball.

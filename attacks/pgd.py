@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attacks import checks, losses, norms
+from attacks.noise import Noise
 from attacks.runtime import attack_mode
 
 
@@ -25,6 +26,7 @@ def pgd(
     clip: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
     early_stop: bool = False,
+    seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected Gradient Descent, Madry et al. 2018 (https://arxiv.org/abs/1706.06083).
 
@@ -32,7 +34,7 @@ def pgd(
     steps (`Ball.step`, the same step as FGSM), each projected back onto the
     ball and clipped. Each step costs one forward and one backward pass with
     respect to the input. The model runs in eval mode and is left exactly as it
-    was found; randomness comes only from `generator`.
+    was found; randomness comes only from `seeds` (else `generator`).
 
     Args:
         model: Maps `x` to logits `(N, K)`.
@@ -51,13 +53,17 @@ def pgd(
         target: None for an untargeted attack, else the class each sample should become.
         loss: `"ce"`, `"lecture"` or `"margin"` (see `attacks.losses.objective`).
         clip: Valid input range `(low, high)`, or None for no clipping.
-        generator: Source of the random starts; None means a fresh generator
-            seeded with 0, so results are reproducible and the global random
-            state is never used.
+        generator: Used only without `seeds`: one seed per batch position is
+            drawn from it (None: a fresh generator seeded with 0), so results
+            are reproducible and the global random state is never used.
         early_stop: Stop updating a sample as soon as the attack succeeds on it
             (untargeted: misclassified; targeted: classified as `target`) and
             keep that point. Saves work; the returned point is then the first
             success rather than the last iterate.
+        seeds: Per-sample seeds `(N,)` (int64). Each sample's random starts
+            (restart `r > 0` uses `Noise.fork("restart", r)` of them)
+            depend only on its own seed, so the result of a sample does not
+            depend on the batch it is in, its position or the batch size.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -77,16 +83,17 @@ def pgd(
         size = torch.full_like(p.eps, checks.check_step_size(step_size))
     if not p.eps.any():
         return p.original.clone()
-    if generator is None:
-        generator = torch.Generator(device=p.x.device).manual_seed(0)
+    noise = Noise.of(p.x, seeds=seeds, generator=generator) if random_start else None
     ball = norms.ball(p.x, p.eps, p.norm, p.clip)
     best = _Best(p.x)
     with attack_mode(model), torch.enable_grad():
-        for _ in range(restarts):
-            # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
-            start = norms.random_start(p.x, p.eps, norm, p.clip, generator) if random_start else p.x
+        for restart in range(restarts):
             todo = best.todo()
-            point = start[todo]
+            point = p.x[todo]
+            if noise is not None:  # each sample's own draw: the same whatever was fooled before
+                point = norms.random_start(
+                    point, p.eps[todo], norm, p.clip, _restart(noise, restart).select(todo), "start"
+                )
             live = _Live(p.select(todo), ball.select(todo), size[todo], point)
             for i in range(steps):  # the Madry loop: FGSM step, project, repeat
                 live.gradient(model, check=i == 0)
@@ -98,6 +105,11 @@ def pgd(
                 break
     # The budget, enforced on the way out (every point is inside already: it stays bit for bit).
     return p.finish(ball.project(best.x))
+
+
+def _restart(noise: Noise, restart: int) -> Noise:
+    """The random streams of a restart: the samples' own seeds first, then seeds forked from them."""
+    return noise if restart == 0 else noise.fork("restart", restart)
 
 
 class _Best:

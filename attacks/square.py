@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from attacks import checks, losses, norms
+from attacks.noise import Noise
 from attacks.pgd import _Best
 from attacks.runtime import attack_mode
 
@@ -32,6 +33,7 @@ def square(
     clip: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
     early_stop: bool = True,
+    seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Square attack, Andriushchenko et al. 2020 (https://arxiv.org/abs/1912.00049).
 
@@ -47,10 +49,10 @@ def square(
 
     Each query is one forward pass of the samples still searched; with
     `early_stop` a sample stops querying once fooled. A run costs at most
-    `queries` forward passes per sample (the start is the first). Window
-    positions are drawn once per query for the batch, signs per sample. The
-    model runs in eval mode and is left as it was found; randomness comes only
-    from `generator`.
+    `queries` forward passes per sample (the start is the first). Every draw
+    (start signs, window positions, split axis, signs) is per sample, from its
+    own seed. The model runs in eval mode and is left as it was found;
+    randomness comes only from `seeds` (else `generator`).
 
     Args:
         model: Maps `x` to logits `(N, K)`.
@@ -65,8 +67,13 @@ def square(
         target: None for an untargeted attack, else the class each sample should become.
         loss: One of `attacks.LOSSES` (see `attacks.losses.objective`).
         clip: Valid input range `(low, high)`, or None for no clipping.
-        generator: Source of every random draw; None means a fresh generator seeded with 0.
+        generator: Used only without `seeds`: one seed per batch position is
+            drawn from it (None: a fresh generator seeded with 0).
         early_stop: Stop querying for a sample once the attack succeeds on it.
+        seeds: Per-sample seeds `(N,)` (int64): each sample's draws (streams
+            `("start", restart)` and `("query", restart, query)` of
+            `attacks.noise.Noise`) depend only on its own seed, so its result
+            does not depend on the batch it is in.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -84,23 +91,23 @@ def square(
         raise ValueError(f"p_init must be a number in (0, 1], got {p_init!r}")
     if not p.eps.any():
         return p.original.clone()
-    if generator is None:
-        generator = torch.Generator(device=p.x.device).manual_seed(0)
+    noise = Noise.of(p.x, seeds=seeds, generator=generator)
     ball = norms.ball(p.x, p.eps, p.norm, p.clip)
     best = _Best(p.x)
     propose = _propose_l2 if p.norm == "l2" else _propose_linf
     with attack_mode(model), torch.no_grad():
-        for _ in range(restarts):
-            # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
-            start = ball.project(_start(p.x, p.eps, p.norm, generator))
+        for restart in range(restarts):
             todo = best.todo()
-            samples = torch.arange(len(p.x), device=p.x.device)[todo]
-            search = _Search(model, p.select(todo), ball.select(todo), start[todo], samples)
+            live, live_noise = p.select(todo), noise.select(todo)
+            start = _start(live.x, live.eps, p.norm, live_noise, restart)
+            search = _Search(
+                model, live, ball.select(todo), ball.select(todo).project(start), live_noise
+            )
             for query in range(1, queries):
                 if early_stop and not search.retire_successes():
                     break
                 window = _window(fraction(p_init, query - 1, queries), _as_image(p.x).shape, norm)
-                draws = _Draws(generator, p.x, window)
+                draws = _Draws(search.noise, search.point, window, ("query", restart, query))
                 search.offer(model, propose(search, window, draws))
             best.keep(todo, *search.finish())
             if best.success.all():
@@ -141,44 +148,72 @@ def _window(share: float, shape: torch.Size, norm: str) -> tuple[int, int]:
 
 
 class _Draws:
-    """One query's randomness: two window corners and the split axis for the batch, and
-    a sign per sample and channel (drawn for the whole batch, so each sample's
-    draws do not depend on which others are still searched)."""
+    """One query's randomness, per sample: two window corners, the split axis, and a
+    sign per channel, each from the sample's own seed (`stream` names the query)."""
 
     def __init__(
-        self, generator: torch.Generator, x: torch.Tensor, window: tuple[int, int]
+        self, noise: Noise, x: torch.Tensor, window: tuple[int, int], stream: tuple
     ) -> None:
         image = _as_image(x)
-        spots = torch.rand(5, generator=generator, device=generator.device).tolist()
-        free = (image.shape[2] - window[0] + 1, image.shape[3] - window[1] + 1)
-        self.first = _corner(spots[0], spots[1], free, window)
-        self.second = _corner(spots[2], spots[3], free, window)
-        self.axis = int(spots[4] < 0.5)
-        flips = torch.randint(0, 2, image.shape[:2], generator=generator, device=generator.device)
-        self.signs = (2 * flips - 1).to(device=x.device, dtype=x.dtype)[:, :, None, None]
+        height, width = image.shape[2], image.shape[3]
+        self.window = window
+        self.first = _corner(noise, (height, width), window, (*stream, "first"))
+        self.second = _corner(noise, (height, width), window, (*stream, "second"))
+        self.axis = noise.integers(0, 1, *stream, "axis")
+        signs = noise.signs(image.shape[1:2], *stream, "signs", dtype=x.dtype)
+        self.signs = signs[:, :, None, None]  # (N, C, 1, 1)
 
 
-def _corner(u: float, v: float, free: tuple[int, int], window: tuple[int, int]) -> tuple:
-    """The index of a window whose top-left corner is drawn from uniforms `u`, `v`."""
-    top, left = min(int(u * free[0]), free[0] - 1), min(int(v * free[1]), free[1] - 1)
-    return (slice(None), slice(None), slice(top, top + window[0]), slice(left, left + window[1]))
+class _Corner:
+    """Per sample, the top-left corner of a window: `(N,)` rows and columns."""
+
+    def __init__(self, top: torch.Tensor, left: torch.Tensor, shape: tuple, window: tuple):
+        self.top, self.left, self.shape, self.window = top, left, shape, window
+
+    def mask(self) -> torch.Tensor:
+        """Each sample's window as a boolean mask `(N, 1, H, W)`."""
+        (height, width), (rows, cols) = self.shape, self.window
+        down = torch.arange(height, device=self.top.device)[None] - self.top[:, None]
+        across = torch.arange(width, device=self.top.device)[None] - self.left[:, None]
+        inside_rows, inside_cols = (down >= 0) & (down < rows), (across >= 0) & (across < cols)
+        return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
+
+    def index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advanced indices of the windows into a channels-last `(N, H, W, C)` view."""
+        rows, cols = self.window
+        n = torch.arange(len(self.top), device=self.top.device)[:, None, None]
+        down = (self.top[:, None] + torch.arange(rows, device=self.top.device))[:, :, None]
+        across = (self.left[:, None] + torch.arange(cols, device=self.top.device))[:, None, :]
+        return n, down, across
+
+    def read(self, image: torch.Tensor) -> torch.Tensor:
+        """Each sample's window of `image` `(N, C, H, W)`: `(N, C, rows, cols)`."""
+        return image.permute(0, 2, 3, 1)[self.index()].permute(0, 3, 1, 2)
+
+    def write(self, image: torch.Tensor, values: torch.Tensor) -> None:
+        """Write `values` `(N, C, rows, cols)` into each sample's window of `image`, in place."""
+        image.permute(0, 2, 3, 1)[self.index()] = values.permute(0, 2, 3, 1)
 
 
-def _start(x: torch.Tensor, eps: torch.Tensor, norm: str, generator: torch.Generator):
+def _corner(noise: Noise, shape: tuple[int, int], window: tuple[int, int], stream: tuple):
+    """A uniformly drawn window position per sample."""
+    top = noise.integers(0, shape[0] - window[0], *stream, "top")
+    left = noise.integers(0, shape[1] - window[1], *stream, "left")
+    return _Corner(top, left, shape, window)
+
+
+def _start(x: torch.Tensor, eps: torch.Tensor, norm: str, noise: Noise, restart: int):
     """The paper's starts: L-inf, vertical stripes of `x +- eps`; L2, a 5 x 5 grid of
     windows each holding `_pattern` with a random sign per channel, scaled to eps."""
     image = _as_image(x)
     n, c, height, width = image.shape
-    draw = torch.randint
     if norm == "linf":
-        flips = draw(0, 2, (n, c, 1, width), generator=generator, device=generator.device)
-        delta = (2 * flips - 1).to(device=x.device, dtype=x.dtype).expand_as(image)
+        delta = noise.signs((c, 1, width), "start", restart, dtype=x.dtype).expand_as(image)
     else:
         rows, cols = max(height // 5, 1), max(width // 5, 1)
         across, down = min(5, height // rows), min(5, width // cols)
         top, left = (height - across * rows) // 2, (width - down * cols) // 2
-        flips = draw(0, 2, (n, c, across, down), generator=generator, device=generator.device)
-        signs = (2 * flips - 1).to(device=x.device, dtype=x.dtype)
+        signs = noise.signs((c, across, down), "start", restart, dtype=x.dtype)
         shape = _pattern(rows, cols, 0, x)
         delta = torch.zeros_like(image)
         for i in range(across):
@@ -221,10 +256,8 @@ def _pattern(rows: int, cols: int, axis: int, like: torch.Tensor) -> torch.Tenso
 
 def _propose_linf(search: _Search, window: tuple[int, int], draws: _Draws) -> torch.Tensor:
     """Move the window to a corner of the ball: `+-eps` per sample and channel."""
-    image = _as_image(search.point)
-    change = torch.zeros_like(image)
     size = (2 * search.p.eps).view(-1, 1, 1, 1)
-    change[draws.first] = size * draws.signs[search.samples]
+    change = draws.first.mask() * (size * draws.signs)  # (N, C, H, W)
     return search.ball.project(search.point + change.reshape(search.point.shape))
 
 
@@ -241,16 +274,16 @@ def _propose_l2(search: _Search, window: tuple[int, int], draws: _Draws) -> torc
     def energy(t: torch.Tensor) -> torch.Tensor:  # per sample and channel, (N, C, 1, 1)
         return t.square().sum(dim=(2, 3), keepdim=True)
 
-    both = torch.zeros_like(delta[:1, :1], dtype=torch.bool)
-    both[draws.first] = both[draws.second] = True
+    both = draws.first.mask() | draws.second.mask()  # (N, 1, H, W)
     unused = (eps.square() - energy(delta).sum(dim=1).flatten()).clamp_min(0) / delta.shape[1]
     tiny = torch.finfo(delta.dtype).tiny
-    old = delta[draws.first]
-    new = _pattern(*window, draws.axis, delta) * draws.signs[search.samples]
+    old = draws.first.read(delta)  # (N, C, rows, cols)
+    patterns = torch.stack([_pattern(*window, axis, delta) for axis in (0, 1)])
+    new = patterns[draws.axis][:, None] * draws.signs
     new = new + old / energy(old).sqrt().clamp_min(tiny)
     mass = (unused.view(-1, 1, 1, 1) + energy(delta * both)).sqrt()
-    delta[draws.second] = 0
-    delta[draws.first] = new / energy(new).sqrt().clamp_min(tiny) * mass
+    delta = delta * ~draws.second.mask()
+    draws.first.write(delta, new / energy(new).sqrt().clamp_min(tiny) * mass)
     length = delta.flatten(1).norm(dim=1).clamp_min(tiny)
     moved = delta * (eps / length).view(-1, 1, 1, 1)
     return search.ball.project((x + moved).reshape(search.point.shape))
@@ -265,11 +298,11 @@ class _Search:
         p: checks.Problem,
         ball: norms.Ball,
         start: torch.Tensor,
-        samples: torch.Tensor,
+        noise: Noise,
     ) -> None:
         n = len(start)
         self.p, self.ball, self.point = p, ball, start
-        self.samples = samples  # positions in the whole batch, to pick this run's random draws
+        self.noise = noise  # the live samples' own random streams
         self.rows = torch.arange(n, device=start.device)
         self.x_adv = start.clone()
         self.success = torch.zeros(n, dtype=torch.bool, device=start.device)
@@ -295,12 +328,9 @@ class _Search:
         if done.any():
             self.x_adv[self.rows[done]] = self.point[done]
             live = ~done
-            self.rows, self.samples, self.point = (
-                self.rows[live],
-                self.samples[live],
-                self.point[live],
-            )
+            self.rows, self.point = self.rows[live], self.point[live]
             self.p, self.ball = self.p.select(live), self.ball.select(live)
+            self.noise = self.noise.select(live)
         return bool(len(self.rows))
 
     def finish(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from attacks import checks, losses
 from attacks.apgd import apgd
+from attacks.noise import Noise
 from attacks.runtime import count_passes, eval_mode
 from attacks.square import square
 
@@ -39,6 +40,7 @@ def strong(
     targeted_steps: int = 50,
     queries: int = 0,
     log: list[dict] | None = None,
+    seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """APGD-CE, then targeted APGD on the top classes, then Square; per sample, the first success.
 
@@ -60,13 +62,17 @@ def strong(
         target: None (untargeted) or the class each sample should become.
         loss: The first stage's loss (`"ce"` by default).
         clip: Valid input range, or None.
-        generator: Source of every random start and Square's proposals.
+        generator: Used only without `seeds`: one seed per batch position is
+            drawn from it (None: a fresh generator seeded with 0).
         steps: APGD steps of the first stage.
         targets: Target classes tried by the targeted stage (0 skips it).
         targeted_steps: APGD steps per target class.
         queries: Square's query budget on the survivors (0 skips it).
         log: If a list, one dict per stage is appended: `stage`, `attacked`
             (samples), `fooled` (of those), `forward` and `backward` passes.
+        seeds: Per-sample seeds `(N,)` (int64). Each stage gets seeds forked
+            from each sample's own (`attacks.noise.Noise.fork("stage", name)`),
+            so a sample's result does not depend on the batch it is in.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -83,11 +89,10 @@ def strong(
         raise ValueError(f"queries must be an int >= 0, got {queries!r}")
     if not p.eps.any():
         return p.original.clone()
-    if generator is None:
-        generator = torch.Generator(device=p.x.device).manual_seed(0)
+    noise = Noise.of(p.x, seeds=seeds, generator=generator)
     best = p.original.clone()
     fooled = torch.zeros(len(best), dtype=torch.bool, device=best.device)
-    common = {"norm": norm, "clip": clip, "generator": generator}
+    common = {"norm": norm, "clip": clip}
     first = f"apgd-{p.loss}"
     for stage, attack, options in _stages(model, p, steps, targets, targeted_steps, queries):
         todo = (~fooled).nonzero().squeeze(1)
@@ -99,7 +104,8 @@ def strong(
         with count_passes(model) as passes:
             point = attack(
                 model, p.original[todo], p.y[todo], p.eps[todo],
-                target=stage_target, **common, **options,
+                target=stage_target, seeds=noise.fork("stage", stage).seeds[todo],
+                **common, **options,
             )  # fmt: skip
             hit = _succeeded(model, p.select(todo), point)
         # The first stage's points stand for samples nothing fools; later stages

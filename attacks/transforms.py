@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from attacks.noise import Noise
+
 # The smallest side `diverse` shrinks to, as a fraction of the image's side:
 # torchattacks' DIFGSM default (`resize_rate=0.9`).
 DIVERSITY_SCALE = 0.9
@@ -122,6 +124,48 @@ def diverse(
     shrunk = F.interpolate(work, size=(new_height, new_width), mode="bilinear", align_corners=False)
     padding = (left, width - new_width - left, top, height - new_height - top)
     return F.pad(shrunk, padding, value=0.0).to(x.dtype)
+
+
+def diverse_per_sample(
+    x: torch.Tensor,
+    probability: float,
+    scale: float,
+    noise: Noise,
+    *stream: int | str,
+) -> torch.Tensor:
+    """`diverse` with each sample's own draws (coin, size, offsets) from its seed in `noise`.
+
+    What a sample sees then depends only on its seed and `stream` (e.g.
+    `("diversity", step)`), not on the rest of the batch: attacks use this
+    form so that results do not depend on the batch size.
+
+    Shape:
+        x `(N, C, H, W)` -> `(N, C, H, W)`.
+    """
+    check_images("diversity", x)
+    height, width = x.shape[-2:]
+    if probability == 0 or height < 2 or width < 2:
+        return x
+    shrink = noise.uniform((), *stream, "coin", dtype=torch.float64) < probability
+    if not shrink.any():
+        return x
+    new_width = noise.integers(max(1, math.floor(scale * width)), width - 1, *stream, "width")
+    new_height = (new_width * height / width).round().long().clamp(1, height - 1)
+    top = noise.integers(0, height - new_height, *stream, "top")
+    left = noise.integers(0, width - new_width, *stream, "left")
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    out = torch.where(shrink.view(-1, 1, 1, 1), torch.zeros_like(work), work)
+    for size in sorted(set(new_width[shrink].tolist())):  # one interpolation per new size
+        rows = (shrink & (new_width == size)).nonzero().squeeze(1)
+        h, w = int(new_height[rows[0]]), size
+        small = F.interpolate(work[rows], size=(h, w), mode="bilinear", align_corners=False)
+        down = top[rows, None] + torch.arange(h, device=x.device)  # (n, h)
+        across = left[rows, None] + torch.arange(w, device=x.device)  # (n, w)
+        # Advanced indices around the channel slice put (n, h, w) first: (n, h, w, C).
+        out[rows[:, None, None], :, down[:, :, None], across[:, None, :]] = small.permute(
+            0, 2, 3, 1
+        )
+    return out.to(x.dtype)
 
 
 def gaussian_kernel(

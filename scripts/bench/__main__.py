@@ -26,7 +26,7 @@ import torch
 from advkit.devices import DEVICES, resolve_device
 from advkit.runs import write_text
 
-from . import attacks, defenses, distributed, gpu, scale, train, transfer
+from . import attacks, curve, defenses, distributed, gpu, scale, train, transfer
 from .harness import Section, log, machine_line, suite_markdown, targets_table, update_document
 
 Suite = Callable[[torch.device, bool], list[Section]]
@@ -34,6 +34,7 @@ SUITES: dict[str, Suite] = {
     "attacks": attacks.suite,
     "train": train.suite,
     "scale": scale.suite,
+    "curve": curve.suite,
     "transfer": transfer.suite,
     "defenses": defenses.suite,
     "distributed": distributed.suite,

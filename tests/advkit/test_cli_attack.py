@@ -348,10 +348,11 @@ def test_other_settings_write_another_record_and_same_settings_are_reused(run):
 
 
 def test_a_table_row_with_nothing_left_to_attack_says_so(run):
-    # At eps 0.5 PGD fools every sample; eps 0.6 then has nothing left to attack.
-    result = invoke(run, "--eps", "0,0.5,0.6", "--limit", "8", "--steps", "10")
+    # The default method attacks the largest eps first and walks down only the samples it
+    # broke: at 1e-4 PGD fools none, so 5e-5 has nothing left to attack.
+    result = invoke(run, "--eps", "0,5e-05,0.0001", "--limit", "8", "--steps", "10")
     assert result.exit_code == 0, result.output
-    (last,) = [line for line in result.stdout.splitlines() if line.split()[0] == "0.6"]
+    (last,) = [line for line in result.stdout.splitlines() if line.split()[0] == "5e-05"]
     assert last.split()[3] == "-"
     assert "no sample was left to attack" in result.stdout
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from advkit.evaluate import Curve, _targets, robustness_curve
+from attacks.noise import Noise
 
 EPSILONS = [0.0, 0.05, 0.1, 0.2, 0.4]
 CLASSES = 5
@@ -113,7 +114,7 @@ def test_seed_drives_the_random_choices(model, data):
 def test_random_targets_are_uniform_over_the_wrong_classes():
     y = torch.randint(0, 4, (8000,), generator=torch.Generator().manual_seed(0))
     logits = torch.zeros(8000, 4)
-    targets = _targets("random", y, logits, torch.Generator().manual_seed(1))
+    targets = _targets("random", y, logits, Noise(torch.arange(8000) + 1))
     assert not (targets == y).any()
     counts = torch.bincount((targets - y) % 4, minlength=4)
     assert counts[0] == 0 and ((counts[1:] - 8000 / 3).abs() < 200).all()
@@ -122,7 +123,7 @@ def test_random_targets_are_uniform_over_the_wrong_classes():
 def test_least_likely_target_is_the_least_probable_wrong_class():
     logits = torch.tensor([[0.0, -3.0, 1.0, -1.0], [5.0, 0.0, 1.0, 2.0], [-9.0, 0.0, 1.0, 2.0]])
     y = torch.tensor([0, 1, 0])
-    targets = _targets("least-likely", y, logits, torch.Generator())
+    targets = _targets("least-likely", y, logits, Noise(torch.arange(3)))
     # Sample 2's least probable class is its true class 0, so it gets the next one.
     assert targets.tolist() == [1, 2, 1]
 
@@ -139,7 +140,7 @@ def test_incremental_is_at_least_as_strong_as_from_scratch(model, data):
             assert a <= b + 0.02
 
 
-def test_incremental_attacks_only_samples_not_yet_fooled(model, data):
+def test_per_eps_attacks_only_samples_not_yet_fooled(model, data):
     x, y = data
     calls = []
     curve = robustness_curve(
@@ -147,6 +148,7 @@ def test_incremental_attacks_only_samples_not_yet_fooled(model, data):
         x,
         y,
         EPSILONS,
+        method="per-eps",
         batch_size=16,
         progress=lambda i, done, total: calls.append((i, done, total)),
     )
@@ -311,3 +313,96 @@ def test_per_sample_breaking_budgets_give_back_the_curve(model, data, target):
     for eps, rate in zip(curve.epsilons, curve.success_rate, strict=True):
         assert sum(1 for r in reached if r is not None and r <= eps) / len(reached) == rate
     assert ("target" in curve.per_sample) == (target is not None)
+
+
+class Exact(nn.Module):
+    """A 2-class linear model `z = x @ W.T + b` written with elementwise products and sums,
+    so each sample's logits and gradient are the same in any batch (float64)."""
+
+    def __init__(self, d: int, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(2, d, generator=generator, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.randn(2, generator=generator, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1)[:, None, :] * self.weight).sum(-1) + self.bias
+
+
+def linear_problem(n: int = 200, d: int = 10) -> tuple[Exact, torch.Tensor, torch.Tensor]:
+    model = Exact(d)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    return model, x, y
+
+
+@pytest.mark.parametrize("method", ["descend", "per-eps"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_breaking_budgets_of_a_linear_model_match_the_closed_form(norm, method):
+    # Each sample breaks once eps exceeds margin / ||w_1 - w_0||_dual: the stored breaking
+    # budget is the smallest grid eps at or above it, and the curve is the exact one.
+    model, x, y = linear_problem()
+    w = model.weight.detach()
+    dual = (w[1] - w[0]).abs().sum() if norm == "linf" else (w[1] - w[0]).norm()
+    with torch.no_grad():
+        z = model(x)
+    margin = (1 - 2 * y.double()) * (z[:, 0] - z[:, 1])
+    budget = margin / dual  # <= 0 for clean errors
+    grid = [float(e) for e in torch.linspace(0, float(budget.max()) * 1.2, 12)]
+    away = (budget[:, None] - torch.tensor(grid)).abs().min(dim=1).values > 1e-6
+    # L2 steps from a random start reach the sphere's best point only in the limit.
+    options = {"clip": None, "steps": 10, "random_start": norm == "linf"}
+    curve = robustness_curve(model, x, y, grid, norm=norm, method=method, batch_size=64, **options)
+    grid_t = torch.tensor(grid, dtype=torch.float64)
+    expected = [grid_t[grid_t >= b].min().item() if b <= grid[-1] else None for b in budget]
+    found = curve.per_sample["fooled_at"]
+    for i in away.nonzero().squeeze(1).tolist():
+        assert found[i] == pytest.approx(expected[i]), i
+    exact = [(budget > eps).double().mean().item() for eps in grid]
+    assert curve.accuracy == pytest.approx(exact, abs=1.5 / len(x))  # a tie at a grid point
+    assert curve.settings["method"] == method
+    assert is_monotone(curve)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd", "square", "mifgsm", "strong"])
+def test_curve_and_per_sample_results_do_not_depend_on_batch_size_or_order(attack):
+    model = Exact(8)
+    n = 40
+    x = torch.rand(n, 1, 2, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        model.bias.copy_(-model.weight.sum(1) / 2)  # the boundary crosses the box's centre
+        y = model(x).argmax(1)
+    y[:5] = 1 - y[:5]  # a few clean errors
+    options = {
+        "pgd": {"steps": 5, "restarts": 2},
+        "apgd": {"steps": 5},
+        "square": {"queries": 10},
+        "mifgsm": {"steps": 5, "diversity": 0.8},
+        "strong": {"steps": 5, "targeted_steps": 3, "queries": 10},
+    }[attack]
+    grid = [0, 0.02, 0.05, 0.1, 0.2, 0.3]
+    curves = [
+        robustness_curve(
+            model, x, y, grid, attack=attack, target="random", batch_size=b, seed=3, examples=n,
+            **options,
+        )
+        for b in (1, 7, 64)
+    ]  # fmt: skip
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(5))
+    shuffled = robustness_curve(
+        model, x[order], y[order], grid, attack=attack, target="random", seed=3,
+        sample_ids=order, **options,
+    )  # fmt: skip
+    first = curves[0]
+    assert len(set(first.accuracy)) > 2
+    for other in curves[1:]:
+        assert (other.accuracy, other.success_rate) == (first.accuracy, first.success_rate)
+        assert other.per_sample == first.per_sample
+        assert torch.equal(other.examples["x_adv"], first.examples["x_adv"])
+    # Shuffled: the same per-sample results, each under its own index.
+    back = order.argsort().tolist()
+    assert shuffled.per_sample["sample_id"] == order.tolist()
+    for key in ("fooled_at", "reached_at", "target"):
+        assert [shuffled.per_sample[key][j] for j in back] == first.per_sample[key], key
+    assert shuffled.accuracy == first.accuracy

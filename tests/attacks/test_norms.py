@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from attacks import norms
+from attacks.noise import Noise
 
 
 def test_norm_of_is_per_sample_over_all_but_the_first_dimension():
@@ -51,11 +52,15 @@ def test_step_projects_then_clips():
     assert torch.allclose(step, torch.tensor([[1.0, 0.4]]))
 
 
+def noise(seed: int, n: int) -> Noise:
+    return Noise.of(torch.zeros(n, 1), generator=torch.Generator().manual_seed(seed))
+
+
 @pytest.mark.parametrize("norm", norms.NORMS)
 def test_random_start_stays_in_the_ball_and_the_box(norm):
     x = torch.rand(64, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     eps = torch.linspace(0, 0.5, 64)
-    start = norms.random_start(x, eps, norm, (0.0, 1.0), torch.Generator().manual_seed(1))
+    start = norms.random_start(x, eps, norm, (0.0, 1.0), noise(1, len(x)))
     assert (norms.norm_of(start - x, norm) <= eps + 1e-6).all()
     assert start.min() >= 0 and start.max() <= 1
 
@@ -64,7 +69,7 @@ def test_random_start_l2_has_a_uniform_radius_and_direction():
     # Radius uniform in [0, eps] (as torchattacks), so half the starts lie within eps / 2,
     # whatever the dimension; a volume-uniform draw in 16 dimensions would put 0.002% there.
     x = torch.zeros(20000, 16)
-    start = norms.random_start(x, torch.ones(20000), "l2", None, torch.Generator().manual_seed(0))
+    start = norms.random_start(x, torch.ones(20000), "l2", None, noise(0, len(x)))
     radius = start.norm(dim=1)
     assert radius.max() <= 1 + 1e-6
     assert abs((radius <= 0.5).float().mean().item() - 0.5) < 0.015
@@ -74,19 +79,21 @@ def test_random_start_l2_has_a_uniform_radius_and_direction():
 
 def test_random_start_linf_is_uniform_per_coordinate():
     x = torch.zeros(20000, 3)
-    start = norms.random_start(
-        x, torch.full((20000,), 2.0), "linf", None, torch.Generator().manual_seed(0)
-    )
+    start = norms.random_start(x, torch.full((20000,), 2.0), "linf", None, noise(0, len(x)))
     assert start.abs().max() <= 2.0
     # Uniform on [-2, 2]: mean 0, variance 4/3.
     assert start.mean().abs() < 0.03
     assert abs(start.var().item() - 4 / 3) < 0.03
 
 
-def test_random_start_depends_only_on_the_generator():
+def test_random_start_depends_only_on_each_samples_seed():
     x = torch.zeros(4, 5)
     eps = torch.ones(4)
-    first = norms.random_start(x, eps, "l2", None, torch.Generator().manual_seed(3))
+    seeds = torch.tensor([5, 6, 7, 8])
+    whole = norms.random_start(x, eps, "l2", None, Noise(seeds), "start", 0)
+    part = norms.random_start(x[[3, 2]], eps[[3, 2]], "l2", None, Noise(seeds[[3, 2]]), "start", 0)
+    assert torch.equal(whole[[3, 2]], part)
+    first = norms.random_start(x, eps, "l2", None, noise(3, len(x)))
     torch.manual_seed(123)
-    second = norms.random_start(x, eps, "l2", None, torch.Generator().manual_seed(3))
+    second = norms.random_start(x, eps, "l2", None, noise(3, len(x)))
     assert torch.equal(first, second)

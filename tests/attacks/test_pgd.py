@@ -3,6 +3,7 @@ import torch
 
 import attacks
 from attacks import losses
+from attacks.noise import Noise
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -140,15 +141,15 @@ def test_restarts_never_weaker_than_one_run_with_the_same_seed(make_bn_model, im
 
 def test_restarts_keep_the_run_with_the_highest_objective_when_nothing_succeeds(linear_problem):
     # A tiny eps fools no sample with a clear margin; clean errors are fooled by the first
-    # run and kept. Three one-run calls sharing one generator draw the same starts as one
-    # call with three restarts.
+    # run and kept. Restart r > 0 draws from the seeds forked from each sample's own: three
+    # one-run calls with those seeds draw the same starts as one call with three restarts.
     p = linear_problem
     options = {"steps": 1, "step_size": 1e-4, "clip": None}
-    shared = gen(7)
-    runs = torch.stack(
-        [attacks.pgd(p.model, p.x, p.y, 1e-3, generator=shared, **options) for _ in range(3)]
-    )
-    best = attacks.pgd(p.model, p.x, p.y, 1e-3, restarts=3, generator=gen(7), **options)
+    seeds = torch.arange(len(p.x)) * 7919
+    noise = Noise(seeds)
+    family = [seeds, noise.fork("restart", 1).seeds, noise.fork("restart", 2).seeds]
+    runs = torch.stack([attacks.pgd(p.model, p.x, p.y, 1e-3, seeds=s, **options) for s in family])
+    best = attacks.pgd(p.model, p.x, p.y, 1e-3, restarts=3, seeds=seeds, **options)
     with torch.no_grad():
         values = torch.stack([losses.objective(p.model(run), p.y, None, "ce") for run in runs])
     clear = p.margin(p.x) > 0.1

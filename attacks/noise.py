@@ -1,0 +1,174 @@
+"""Per-sample random numbers: each sample's draws depend only on its own seed.
+
+A counter-based generator (in the spirit of Philox and of JAX's keys, much
+simpler): a draw is a hash of (the sample's seed, a stream naming the draw,
+the element's position within the sample). Nothing is consumed, so a sample's
+random start, restart or proposal is the same whatever the batch it is in,
+its position there, and which other samples are still being attacked. This is
+what makes results independent of batch size, order and sharding.
+
+```python
+noise = Noise.of(x, seeds=torch.tensor([11, 12, 13]))  # or generator=...
+delta = noise.uniform(x.shape[1:], "start", restart)   # (N, ...) in (0, 1)
+noise.select(still_live).normal((4,), "proposal", query)
+```
+
+The hash is 32-bit integer arithmetic (Chris Wellons' `lowbias32` mixer) on
+int64 tensors; every multiplication is split in 16-bit halves so no product
+reaches 2**63 (torch integer overflow is undefined behaviour). It is not a
+cryptographic generator: it is meant for random starts and search proposals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_M32 = 0xFFFFFFFF
+_MIX = (0x7FEB352D, 0x846CA68B)
+
+
+def _mul(x: torch.Tensor, c: int) -> torch.Tensor:
+    """`(x * c) mod 2**32` for `x` in `[0, 2**32)`, with every product below 2**49."""
+    low, high = c & 0xFFFF, c >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _M32
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """Wellons' lowbias32: a bijection of 32-bit values with good avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul(x, _MIX[0])
+    x = x ^ (x >> 15)
+    x = _mul(x, _MIX[1])
+    return x ^ (x >> 16)
+
+
+def _mix_int(x: int) -> int:
+    """`_mix` for one Python int."""
+    x &= _M32
+    x ^= x >> 16
+    x = (x * _MIX[0]) & _M32
+    x ^= x >> 15
+    x = (x * _MIX[1]) & _M32
+    return x ^ (x >> 16)
+
+
+def _fold(parts: tuple[int | str, ...]) -> int:
+    """One 32-bit key for a stream named by ints and strings (stable across runs)."""
+    key = 0x9E3779B9
+    for part in parts:
+        values = part.encode() if isinstance(part, str) else [part & _M32, (part >> 32) & _M32]
+        for value in values:
+            key = _mix_int(key ^ _mix_int(value + 0x632BE5AB))
+    return key
+
+
+class Noise:
+    """Counter-based random numbers for a batch, one independent stream family per sample.
+
+    Every draw takes a `stream` (ints and strings naming the draw, e.g.
+    `("start", restart)`); the same sample seed and stream always give the
+    same numbers. Draw each logical quantity from its own stream.
+    """
+
+    def __init__(self, seeds: torch.Tensor) -> None:
+        self.seeds = seeds
+        low, high = seeds & _M32, (seeds >> 32) & _M32
+        self._key = _mix(_mix(high ^ 0x85EBCA6B) ^ low)  # (N,) in [0, 2**32)
+
+    @classmethod
+    def of(
+        cls,
+        x: torch.Tensor,
+        *,
+        seeds: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Noise:
+        """Per-sample noise for the batch `x`: from `seeds`, else seeds drawn from `generator`.
+
+        Without `seeds`, one seed per batch position is drawn from `generator`
+        (a fresh one seeded with 0 if None), so results then depend on the batch.
+
+        Raises:
+            ValueError: If `seeds` is not an integer tensor of shape `(N,)`.
+        """
+        n = len(x)
+        if seeds is None:
+            if generator is None:
+                generator = torch.Generator(device=x.device).manual_seed(0)
+            seeds = torch.randint(
+                -(2**63), 2**63 - 1, (n,), generator=generator, device=generator.device
+            )
+        elif (
+            not isinstance(seeds, torch.Tensor)
+            or seeds.is_floating_point()
+            or seeds.is_complex()
+            or seeds.dtype == torch.bool
+            or tuple(seeds.shape) != (n,)
+        ):
+            shown = (
+                f"{seeds.dtype} {tuple(seeds.shape)}"
+                if isinstance(seeds, torch.Tensor)
+                else type(seeds).__name__
+            )
+            raise ValueError(f"seeds must be an integer tensor of shape ({n},), got {shown}")
+        return cls(seeds.to(device=x.device, dtype=torch.int64))
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def select(self, index: torch.Tensor | slice) -> Noise:
+        """The noise of the samples `index` (indices or a boolean mask)."""
+        return Noise(self.seeds[index])
+
+    def fork(self, *stream: int | str) -> Noise:
+        """New per-sample seeds derived from each sample's own (e.g. one family per restart)."""
+        high = self.bits((), *stream, "fork-high") & 0x7FFFFFFF
+        return Noise((high << 32) | self.bits((), *stream, "fork-low"))
+
+    def bits(self, shape: tuple[int, ...] | torch.Size, *stream: int | str) -> torch.Tensor:
+        """32-bit values in int64, `(N, *shape)`."""
+        count = math.prod(shape)
+        key = _mix(self._key ^ _fold(stream))  # (N,)
+        element = _mix(torch.arange(count, device=self.seeds.device) ^ 0x27D4EB2F)  # (count,)
+        out = _mix((_mix(key[:, None] ^ element[None, :]) + key[:, None]) & _M32)
+        return out.view(len(self), *shape)
+
+    def uniform(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        *stream: int | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Uniform in the open interval `(0, 1)`, 24 random bits, `(N, *shape)`."""
+        top = (self.bits(shape, *stream) >> 8).to(torch.float64)
+        return ((top + 0.5) * 2.0**-24).to(dtype)
+
+    def normal(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        *stream: int | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Standard normal (Box-Muller), `(N, *shape)`."""
+        u = self.uniform(shape, *stream, "radius", dtype=torch.float64)
+        v = self.uniform(shape, *stream, "angle", dtype=torch.float64)
+        return ((-2 * u.log()).sqrt() * torch.cos(2 * math.pi * v)).to(dtype)
+
+    def integers(
+        self, low: int | torch.Tensor, high: int | torch.Tensor, *stream: int | str
+    ) -> torch.Tensor:
+        """One integer per sample, uniform in `[low, high]` (both included; per-sample bounds allowed)."""
+        u = self.uniform((), *stream, dtype=torch.float64)
+        span = torch.as_tensor(high, device=u.device) - low + 1
+        return (low + (u * span).floor().long().clamp(max=span - 1)).long()
+
+    def signs(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        *stream: int | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """`+1` or `-1`, each with probability 1/2, `(N, *shape)`."""
+        return (2 * (self.bits(shape, *stream) & 1) - 1).to(dtype)
