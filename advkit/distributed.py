@@ -8,7 +8,7 @@ GPU). Without a process group it runs in this process alone, the same way.
 How the work is split: the evaluated samples (in dataset order, less those a
 class target excludes) are cut into consecutive chunks; in round ``k`` rank
 ``r`` attacks chunk ``k * W + r`` with `robustness_curve`, passing each row's
-index in the dataset (``sample_index``) so that every random choice is that of
+index in the dataset (``sample_ids``) so that every random choice is that of
 the single-process run. After each round one ``all_gather_object`` brings every
 rank the round's per-sample results, and rank 0 writes them to a progress file
 (JSON, atomically): an interrupted evaluation continues where the last round
@@ -146,16 +146,16 @@ def fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     }
 
 
-_TAKES_SAMPLE_INDEX = "sample_index" in inspect.signature(robustness_curve).parameters
+_TAKES_SAMPLE_IDS = "sample_ids" in inspect.signature(robustness_curve).parameters
 
 
 def per_sample_seeds() -> bool:
-    """Whether `robustness_curve` draws randomness per dataset index (``sample_index``).
+    """Whether `robustness_curve` draws randomness per dataset index (``sample_ids``).
 
     Until it does, random attacks (random starts, random targets) give results
     that depend on how the samples are chunked; deterministic ones do not.
     """
-    return _TAKES_SAMPLE_INDEX
+    return _TAKES_SAMPLE_IDS
 
 
 def distributed_curve(
@@ -279,7 +279,7 @@ def _attack_chunk(
         return {"index": []}
     try:
         index = torch.tensor(positions)
-        kw: dict[str, Any] = {"sample_index": index} if _TAKES_SAMPLE_INDEX else {}
+        kw: dict[str, Any] = {"sample_ids": index} if _TAKES_SAMPLE_IDS else {}
         kept = sum(1 for p in positions if p in first)  # the chunk's leading samples
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 import attacks
@@ -241,9 +242,20 @@ def robustness_curve(
     Raises:
         ValueError: For a bad argument; the message names it.
 
+    Under `torchrun` (an initialized process group, and no `sample_ids`), the
+    samples are shared out across the ranks by `advkit.distributed.distributed_curve`
+    and every rank gets the single-process curve.
+
     Shape:
         x `(N, ...)`, y `(N,)`.
     """
+    if sample_ids is None and dist.is_available() and dist.is_initialized():
+        from .distributed import distributed_curve  # shards by index, calls back with sample_ids
+
+        return distributed_curve(
+            model, x, y, epsilons, attack, norm, target, batch_size, seed, method=method,
+            incremental=incremental, device=device, examples=examples, **attack_kw,
+        )  # fmt: skip
     started = time.perf_counter()
     epsilons = _check_arguments(x, y, epsilons, attack, norm, target, batch_size, seed, attack_kw)
     method = _check_method(method, attack, incremental)
@@ -253,8 +265,10 @@ def robustness_curve(
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with attacks.count_passes(model) as passes:
-        run = _Evaluation(model, x, y, target, batch_size, torch.device(device), seed, epsilons)
-        run.identify(ids, given=sample_ids is not None)
+        run = _Evaluation(
+            model, x, y, target, batch_size, torch.device(device), seed, epsilons,
+            ids, given_ids=sample_ids is not None,
+        )  # fmt: skip
         run.keep_examples(examples)
         options = {"norm": norm, **attack_kw}
         if method == "descend":
@@ -329,6 +343,8 @@ class _Evaluation:
         device: torch.device,
         seed: int,
         epsilons: list[float],
+        ids: torch.Tensor,
+        given_ids: bool,
     ) -> None:
         self.model, self.x, self.batch_size, self.device = model, x, batch_size, device
         self.seed, self.epsilons = seed, epsilons
@@ -341,7 +357,8 @@ class _Evaluation:
         self.n = len(self.y)
         clean_logits, self.clean_check = _clean_pass(model, x, self.index, batch_size, device)
         self.target, self.clean_logits = target, clean_logits
-        self.identify(torch.arange(len(x)), given=False)
+        # Before anything reads the targets: they come from the samples' ids.
+        self.identify(ids, given=given_ids)
         first = self.index[: min(batch_size, self.n)]
         self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
         for f in self.flags:

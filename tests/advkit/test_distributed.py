@@ -64,15 +64,17 @@ needs_sample_index = pytest.mark.skipif(
     "attacks still depend on batch composition",
 )
 
-# What depends on the work actually done, not on the result.
-NOT_COMPARED = ("seconds", "passes", "cost")
+# What depends on the work actually done (how samples were grouped), not on the result.
+NOT_COMPARED = ("seconds", "passes", "cost", "checks")
 
 
 def comparable(curve) -> dict:
     d = curve.to_dict() if not isinstance(curve, dict) else dict(curve)
     for key in NOT_COMPARED:
         d.pop(key, None)
-    d["settings"] = {k: v for k, v in d.get("settings", {}).items() if k != "world_size"}
+    # How the work was split: processes and batches (per-sample seeds make them irrelevant).
+    split = ("world_size", "batch_size")
+    d["settings"] = {k: v for k, v in d.get("settings", {}).items() if k not in split}
     return d
 
 

@@ -406,3 +406,15 @@ def test_curve_and_per_sample_results_do_not_depend_on_batch_size_or_order(attac
     for key in ("fooled_at", "reached_at", "target"):
         assert [shuffled.per_sample[key][j] for j in back] == first.per_sample[key], key
     assert shuffled.accuracy == first.accuracy
+
+
+@pytest.mark.parametrize("target", ["random", None])
+def test_a_part_of_the_data_with_its_sample_ids_gives_those_samples_results(model, data, target):
+    # Random targets come from each sample's id: a part evaluated on its own (as one
+    # process of several does) must see the same targets, also at eps 0.
+    x, y = data
+    whole = robustness_curve(model, x, y, EPSILONS, target=target, steps=3)
+    ids = torch.arange(7, 19)
+    part = robustness_curve(model, x[ids], y[ids], EPSILONS, target=target, steps=3, sample_ids=ids)
+    for key in ("fooled_at", "reached_at", *(["target"] if target else [])):
+        assert part.per_sample[key] == whole.per_sample[key][7:19], key
