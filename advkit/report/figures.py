@@ -218,8 +218,12 @@ def robustness_figure(
     if chosen is not None:
         _mark_eps(ax, chosen.eps)
     seeds = max((len(g.runs) for g in shown), default=1)
-    band = "95% interval" if seeds == 1 else "band: lowest to highest 95% bound over seeds"
-    ax.set_title(f"{dataset}: robust accuracy, {key.title}\nline: mean over seeds; {band}")
+    band = (
+        "band: 95% interval"
+        if seeds == 1
+        else "line: mean over seeds; band: lowest to highest 95% bound over seeds"
+    )
+    ax.set_title(f"{dataset}: robust accuracy, {key.title}\n{band}")
     legend_models_optimizers(
         fig, ordered({g.model for g in shown}, MODEL_ORDER),
         ordered({g.optimizer for g in shown}, OPTIMIZER_ORDER),
