@@ -34,9 +34,7 @@ def group_key(run: ReportRun) -> str:
     train = config.get("train_config")
     if isinstance(train, dict):  # what the user asked for, data_dir aside
         entries = {"train": {k: v for k, v in train.items() if k not in ("data_dir",)}}
-        entries["dataset"] = {
-            k: (config.get("dataset") or {}).get(k) for k in ("name", "sha256")
-        }
+        entries["dataset"] = {k: (config.get("dataset") or {}).get(k) for k in ("name", "sha256")}
     return json.dumps(_strip(entries), sort_keys=True, default=str)
 
 

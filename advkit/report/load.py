@@ -127,9 +127,9 @@ class AttackRecord:
         loss = f" {self.setting.loss}" if self.setting.loss != "ce" else ""
         extra = ""
         if self.stored is not None and self.stored.settings.limit is not None:
-            extra += f", first {self.stored.settings.limit}"
+            extra += f" (first {self.stored.settings.limit})"
         if self.stored is not None and self.stored.settings.seed:
-            extra += f", seed {self.stored.settings.seed}"
+            extra += f" (seed {self.stored.settings.seed})"
         return f"{attack_title(self.setting.attack)}{steps}{restarts}{loss}{extra}"
 
     @property

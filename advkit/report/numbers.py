@@ -131,7 +131,7 @@ def choose_eps(
         if not common:
             common = sorted(set.union(*grids))
             how = (
-                "the middle of all budgets (no budget is common to every run, so some "
+                "the middle of all budgets (no budget common to every run, so some "
                 "values are interpolated and marked ≈)"
             )
         if common:  # else only eps 0 anywhere

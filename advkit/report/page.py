@@ -48,14 +48,20 @@ def _gallery_words(groups: Sequence[Group], chosen: dict[str, EpsChoice], tasks)
     runs = {r.name: r for g in groups for r in g.runs}
     for t in tasks:
         run = runs.get(t.run or "")
-        rec = next((r for r in run.records if t.file.endswith(f"{safe(r.name)}.png")), None) if run else None
+        rec = (
+            next((r for r in run.records if t.file.endswith(f"{safe(r.name)}.png")), None)
+            if run
+            else None
+        )
         if rec is None or rec.examples is None:
             continue
         choice = chosen.get(rec.setting.norm)
         eps = rec.examples_eps
         wrong = int((rec.examples["pred_adv"] != rec.examples["y"]).sum())
         n = len(rec.examples["y"])
-        line = f"{t.caption}: {n} stored examples at ε = {eps_text(eps) if eps is not None else '?'}"
+        line = (
+            f"{t.caption}: {n} stored examples at ε = {eps_text(eps) if eps is not None else '?'}"
+        )
         line += f", {wrong} misclassified under attack and {n - wrong} not"
         if choice is not None and eps is not None and abs(eps - choice.eps) > 1e-12:
             line += (f". Not the table's ε* = {eps_text(choice.eps)}: the gallery file holds "
@@ -77,8 +83,10 @@ def _dataset(name: str, groups: Sequence[Group], chosen: dict[str, EpsChoice],
         "id": "d-" + safe(name),
         "groups": len(groups),
         "runs": len(runs),
-        "chosen": [{"norm": norm_name(c.norm), "eps": eps_text(c.eps), "how": c.how}
-                   for c in chosen.values()],  # fmt: skip
+        "chosen": [
+            {"norm": norm_name(c.norm), "eps": eps_text(c.eps), "how": c.how}
+            for c in chosen.values()
+        ],  # fmt: skip
         "results": results_table(groups, chosen),
         "combined": combined_table(runs),
         "stages": stage_table(runs),

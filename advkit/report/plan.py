@@ -144,9 +144,7 @@ def _training_and_gallery(
     return tasks
 
 
-def plan(
-    datasets: dict[str, list[Group]], chosen: dict[str, dict[str, EpsChoice]]
-) -> list[Task]:
+def plan(datasets: dict[str, list[Group]], chosen: dict[str, dict[str, EpsChoice]]) -> list[Task]:
     """The figures of a report, dataset by dataset, in page order."""
     tasks: list[Task] = []
     for name, groups in datasets.items():

@@ -49,7 +49,9 @@ class Table:
 def _stat_cell(stat: Stat | None, digits: int = 3) -> Cell:
     if stat is None:
         return Cell("—", "num")
-    per_seed = ", ".join(f"seed {s}: {fmt(v, digits)}" for s, v in zip(stat.seeds, stat.values, strict=True))
+    per_seed = ", ".join(
+        f"seed {s}: {fmt(v, digits)}" for s, v in zip(stat.seeds, stat.values, strict=True)
+    )
     if len(stat.values) == 1:
         sub = ""
         if stat.intervals:
@@ -156,9 +158,7 @@ def half_width(n: int) -> float:
     return 1.96 * math.sqrt(0.25 / max(n, 1))
 
 
-def findings(
-    name: str, groups: Sequence[Group], chosen: dict[str, EpsChoice]
-) -> list[str]:
+def findings(name: str, groups: Sequence[Group], chosen: dict[str, EpsChoice]) -> list[str]:
     """Sentences from the numbers: per headline cell, the most and least robust group
     and whether their difference is larger than the intervals (a finding) or not."""
     out = []

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .load import ReportRun, Setting
-from .numbers import EpsChoice, area_under_curve, strongest_record, value_at
 from ..trust import wilson
-from .style import DECIMALS, eps_text, fmt, model_color, norm_name, seconds_text, target_slug
+from .load import ReportRun, Setting
+from .numbers import EpsChoice, area_under_curve, value_at
+from .style import DECIMALS, eps_text, fmt, norm_name, seconds_text, target_slug
 
 CSV_COLUMNS = (
     "run",

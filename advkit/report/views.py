@@ -11,6 +11,7 @@ samples per record: their titles say how many.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,9 @@ def split_labels(run: ReportRun, split: str) -> list[int] | None:
     key = (str(run.path.resolve()), split)
     if key not in _LABELS:
         try:
-            data = load_run_dataset(run.path, run.config)
+            with warnings.catch_warnings():  # an unhashed older run: labels only, no numbers
+                warnings.simplefilter("ignore")
+                data = load_run_dataset(run.path, run.config)
             _LABELS[key] = [int(v) for v in data.split(split)[1].tolist()]
         except (DataError, RunError, OSError, ValueError, KeyError):
             _LABELS[key] = None
@@ -102,7 +105,9 @@ def per_class_figure(
             values[i, j], texts[(i, j)] = robust / n, f"{robust / n:.2f}\n{robust}/{n}"
     fig = new_figure(FIG_WIDTH, max(2.8, 0.62 * len(rows) + 2.0))
     ax = fig.subplots()
-    image = heatmap(ax, values, [r for r, _ in rows], [class_name(dataset, k) for k in classes], texts)
+    image = heatmap(
+        ax, values, [r for r, _ in rows], [class_name(dataset, k) for k in classes], texts
+    )
     for t in ax.texts:
         t.set_fontsize(7.5)
     ax.set_xlabel("true class")
