@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .combine import CellKey, run_cells, run_warnings
+from .combine import CellKey, Combined, run_cells, run_warnings
 from .groups import Group, Stat, cell_stat, scalar_stat
 from .load import ReportRun
 from .numbers import EpsChoice
@@ -195,6 +195,18 @@ def sample_sentence(report_runs: Sequence[ReportRun]) -> str:
     )
 
 
+def _auc(c: Combined) -> float | None:
+    """Area under the worst-case curve over [0, largest eps] / that eps."""
+    xs = sorted({0.0, *c.grid})
+    if xs[-1] <= 0:
+        return None
+    ys = [c.clean_accuracy if x == 0 else c.accuracy_at(x) for x in xs]
+    area = sum(
+        (x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False)
+    )
+    return area / xs[-1]
+
+
 def headline(
     report_runs: Sequence[ReportRun], chosen: dict[str, dict[str, EpsChoice]]
 ) -> list[dict[str, Any]]:
@@ -209,7 +221,8 @@ def headline(
                 continue
             robust[norm] = {"eps": choice.eps, "accuracy": c.accuracy_at(choice.eps),
                             "interval": list(c.interval_at(choice.eps)), "n": c.n,
-                            "interpolated": choice.eps not in c.grid, "attack": c.names}  # fmt: skip
+                            "interpolated": choice.eps not in c.grid, "attack": c.names,
+                            "auc": _auc(c)}  # fmt: skip
         table.append({"run": run.name, "model": run.model, "optimizer": run.optimizer,
                       "dataset": run.dataset, "seed": run.seed,
                       "test_accuracy": run.test_accuracy, "seconds": run.train_seconds,
