@@ -6,14 +6,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
 from .. import runs
 from .canvas import save_figure
+from .groups import by_dataset, group_runs
 from .load import ReportRun, find_runs, is_number, is_run, load_report_run
 from .numbers import EpsChoice, choose_eps
 from .page import render_page
 from .plan import Task, plan, unique_names
-from .style import eps_text, norm_name
-from .tables import Row, all_curves_table, csv_text, headline, md_text, results_table, summary_rows
+from .results import all_curves_table, headline
+from .style import RC, eps_text, norm_name
+from .tables import Row, csv_text, md_text, summary_rows
 
 Progress = Callable[[int, int, str], None]
 
@@ -36,37 +40,64 @@ def _check_out(out: Path) -> None:
 def _notes(
     report_runs: Sequence[ReportRun],
     rows: Sequence[Row],
-    chosen: dict[str, EpsChoice],
+    chosen: dict[str, dict[str, EpsChoice]],
     given: dict[str, float | None],
 ) -> list[str]:
     """Per-run notes, ignored budgets, and budgets beyond some records' grids."""
     notes = [f"{run.name}: {note}" for run in report_runs for note in run.notes]
+    norms = {norm for per in chosen.values() for norm in per}
     for norm, value in given.items():
-        if value is not None and norm not in chosen:
+        if value is not None and norm not in norms:
             notes.append(
                 f"--eps-{norm} {eps_text(value)} ignored: no run has an {norm_name(norm)} attack"
             )
-    for choice in chosen.values():
-        beyond = [r for r in rows if r.norm == choice.norm and r.accuracy_at_eps_chosen is None]
+    for dataset, per in chosen.items():
+        notes += _beyond(dataset, per, rows)
+    return notes
+
+
+def _beyond(dataset: str, per: dict[str, EpsChoice], rows: Sequence[Row]) -> list[str]:
+    notes = []
+    for choice in per.values():
+        beyond = [
+            r
+            for r in rows
+            if r.dataset == dataset and r.norm == choice.norm and r.accuracy_at_eps_chosen is None
+        ]
         if beyond:
             notes.append(
-                f"ε* = {eps_text(choice.eps)} ({norm_name(choice.norm)}) lies beyond "
+                f"{dataset}: ε* = {eps_text(choice.eps)} ({norm_name(choice.norm)}) lies beyond "
                 f"the largest budget of {len(beyond)} attack records: shown as — (never extrapolated)"
             )
     return notes
 
 
+def _flat_eps(chosen: dict[str, dict[str, EpsChoice]]) -> dict[str, float]:
+    """Per norm, the budget when every dataset has the same one (else left out)."""
+    flat: dict[str, set[float]] = {}
+    for per in chosen.values():
+        for norm, c in per.items():
+            flat.setdefault(norm, set()).add(c.eps)
+    return {norm: next(iter(v)) for norm, v in flat.items() if len(v) == 1}
+
+
 def _write_figures(
     tasks: Sequence[Task], figures_dir: Path, progress: Progress | None
-) -> list[Path]:
+) -> tuple[list[Path], list[Task]]:
+    """Draw and write each figure; a task with nothing to draw (None) is dropped."""
     written: list[Path] = []
+    drawn: list[Task] = []
     if progress is not None:
         progress(0, len(tasks), "")
     for i, task in enumerate(tasks, 1):
-        written.append(save_figure(task.build(), figures_dir / task.file))
+        with matplotlib.rc_context(RC):
+            fig = task.build()
+            if fig is not None:
+                written.append(save_figure(fig, figures_dir / task.file))
+                drawn.append(task)
         if progress is not None:
             progress(i, len(tasks), task.file)
-    return written
+    return written, drawn
 
 
 def _remove_stale(figures_dir: Path, written: Sequence[Path]) -> None:
@@ -116,20 +147,21 @@ def build_report(
     report_runs = [load_report_run(p) for p in find_runs(run_dirs)]
     _check_out(out)
     unique_names(report_runs)
-    # Choose: the budgets, and the numbers at them.
-    chosen = choose_eps(report_runs, given)
+    # Group: seeds together, datasets apart; choose each dataset's budgets.
+    datasets = by_dataset(group_runs(report_runs))
+    chosen = {
+        name: choose_eps([r for g in groups for r in g.runs], given)
+        for name, groups in datasets.items()
+    }
     rows = summary_rows(report_runs, chosen)
     notes = _notes(report_runs, rows, chosen, given)
     table = headline(report_runs, chosen)
     # Plan, then write.
-    tasks = plan(report_runs, chosen)
-    written = _write_figures(tasks, out / "figures", progress)
+    written, drawn = _write_figures(plan(datasets, chosen), out / "figures", progress)
     runs.write_text(out / "summary.csv", csv_text(rows))
     runs.write_text(out / "summary.md", md_text(report_runs, rows, chosen, notes))
-    tables = {"results": results_table(table, rows, chosen), "all_curves": all_curves_table(rows)}
-    runs.write_text(
-        out / "index.html", render_page(report_runs, rows, chosen, tasks, tables, notes)
-    )
+    page = render_page(report_runs, datasets, chosen, drawn, all_curves_table(rows), notes)
+    runs.write_text(out / "index.html", page)
     _remove_stale(out / "figures", written)
     return {
         "out": out,
@@ -139,7 +171,8 @@ def build_report(
         "figures": written,
         "runs": len(report_runs),
         "records": len(rows),
-        "eps": {norm: c.eps for norm, c in chosen.items()},
+        "eps": _flat_eps(chosen),
+        "eps_by_dataset": {d: {n: c.eps for n, c in per.items()} for d, per in chosen.items()},
         "notes": notes,
         "table": table,
     }

@@ -8,9 +8,7 @@ display. Colours encode the model and line styles the optimizer (``style``).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -19,39 +17,30 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .canvas import new_figure
+from .combine import CellKey
 from .gallery import draw_gallery, gallery_size
-from .load import AttackRecord, Curve, ReportRun, Setting, record_from_dict
-from .numbers import EpsChoice, area_under_curve, strongest_record, value_at
+from .groups import Group, Stat, cell_stat, cells
+from .load import AttackRecord, record_from_dict
+from .numbers import EpsChoice
 from .style import (
     ACCURACY_COLOR,
     CLASS_NAMES,
+    FIG_WIDTH,
     MARK_COLOR,
     MODEL_ORDER,
     OPTIMIZER_ORDER,
     SUCCESS_COLOR,
-    attack_title,
     eps_axis_label,
     eps_text,
     fmt,
     model_color,
-    norm_name,
     optimizer_style,
     ordered,
+    plural,
 )
-
-
-def _plot_run_curve(
-    ax: Axes, curve: Curve, key: str, color: str, style: dict[str, Any], label: str
-) -> None:
-    xs, ys = list(curve.epsilons), list(getattr(curve, key))
-    ax.plot(xs, ys, color=color, label=label, linewidth=1.8, markersize=5, **style)
-    if key == "accuracy" and xs[0] > 0:
-        # The clean accuracy stands at eps 0; join it to the grid with a thin dotted line.
-        clean = curve.clean_accuracy
-        ax.plot([0, xs[0]], [clean, ys[0]], color=color, linestyle=":", linewidth=1)
-        ax.plot([0], [clean], color=color, marker=style["marker"], markersize=5)
 
 
 def _style_curve_axes(ax: Axes, norm: str, ylabel: str) -> None:
@@ -110,7 +99,9 @@ def _draw_attack_curve(ax: Axes, record: AttackRecord, mark_examples: bool) -> N
     ax.legend(loc="center right", fontsize=8, framealpha=0.9)
     excluded = curve.n_excluded
     samples = (
-        f"{curve.n_samples if curve.n_samples is not None else '?'} {record.setting.split} samples"
+        plural(curve.n_samples, f"{record.setting.split} sample")
+        if curve.n_samples is not None
+        else f"? {record.setting.split} samples"
     )
     samples += f", {excluded} excluded" if excluded else ""
     ax.set_title(f"{record.title}\n{samples}", fontsize=10)
@@ -159,240 +150,197 @@ def attack_figure(record: dict[str, Any], examples: dict[str, torch.Tensor] | No
     return fig
 
 
-def _legend_for_runs(fig: Figure, handles: list, labels: list[str]) -> None:
+def legend_models_optimizers(fig: Figure, models: Sequence[str], optimizers: Sequence[str]) -> None:
+    """One legend below the figure: each model once (its colour), each optimizer once
+    (its line style and marker, in grey)."""
+    handles = [Line2D([], [], color=model_color(m), linewidth=3) for m in models]
+    handles += [
+        Line2D([], [], color="#555555", linewidth=1.6, markersize=6, **optimizer_style(o))
+        for o in optimizers
+    ]
+    labels = [f"model {m}" for m in models] + [f"optimizer {o}" for o in optimizers]
     fig.legend(
         handles,
         labels,
-        loc="outside right center",
-        fontsize=9,
-        title="run",
-        title_fontsize=9,
+        loc="outside lower center",
+        ncol=min(4, max(1, len(handles))),
         frameon=False,
+        handlelength=3.2,
     )
 
 
-def _mark_chosen(ax_acc: Axes, ax_rate: Axes, chosen: EpsChoice) -> None:
-    for ax in (ax_acc, ax_rate):
-        ax.axvline(chosen.eps, color=MARK_COLOR, linestyle=":", linewidth=1)
-    ax_acc.annotate(
-        f"ε* = {eps_text(chosen.eps)} (table)",
-        (chosen.eps, 1.0),
-        fontsize=8,
+def _mark_eps(ax: Axes, eps: float) -> None:
+    ax.axvline(eps, color=MARK_COLOR, linestyle=":", linewidth=1)
+    ax.annotate(
+        f"ε* = {eps_text(eps)}",
+        (eps, 1.0),
         color="#555555",
-        xytext=(3, -10),
+        xytext=(3, -12),
         textcoords="offset points",
+        fontsize=9,
     )
+
+
+def _group_curve(group: Group, key: CellKey) -> tuple[list[float], list[Stat]]:
+    """The budgets every seed of the group measured, and the group's value at each."""
+    runs_cells = [c.get(key) for c in cells(group)]
+    present = [c for c in runs_cells if c is not None]
+    if not present:
+        return [], []
+    grid = sorted(set.intersection(*(set(c.grid) for c in present)) | {0.0})
+    stats = [cell_stat(group, key, e) for e in grid]
+    kept = [(e, st) for e, st in zip(grid, stats, strict=True) if st is not None]
+    if grid and grid[0] == 0.0:  # at 0: the clean accuracy of the same samples
+        kept = [(0.0, Stat([c.clean_accuracy for c in present], [0] * len(present)))] + [
+            (e, st) for e, st in kept if e > 0
+        ]
+    return [e for e, _ in kept], [st for _, st in kept]
 
 
 def robustness_figure(
-    setting: Setting, entries: Sequence[tuple[ReportRun, AttackRecord]], chosen: EpsChoice | None
+    dataset: str, key: CellKey, groups: Sequence[Group], chosen: EpsChoice | None
 ) -> Figure:
-    """Accuracy and success rate against eps for one attack setting, one line per run."""
-    fig = new_figure(12.5, 4.6)
-    ax_acc, ax_rate = fig.subplots(1, 2)
-    per_run = Counter(run.name for run, _ in entries)
-    for run, rec in entries:
-        color, style = model_color(run.model), optimizer_style(run.optimizer)
-        label = run.label if per_run[run.name] == 1 else f"{run.label} [{rec.name}]"
-        _plot_run_curve(ax_acc, rec.curve, "accuracy", color, style, label)
-        _plot_run_curve(ax_rate, rec.curve, "success_rate", color, style, label)
-    _style_curve_axes(ax_acc, setting.norm, "accuracy under attack")
-    _style_curve_axes(ax_rate, setting.norm, "attack success rate")
-    ax_acc.set_title("accuracy (at ε = 0: clean accuracy)", fontsize=10)
-    goal = "misclassified" if setting.target is None else "classified as the target"
-    ax_rate.set_title(f"success rate (fraction {goal})", fontsize=10)
+    """Worst-case robust accuracy against eps on one dataset and cell: one line per
+    group (the mean over its seeds), a band from its intervals."""
+    fig = new_figure(FIG_WIDTH, 5.4)
+    ax = fig.subplots()
+    shown = []
+    for g in groups:
+        xs, stats = _group_curve(g, key)
+        if not xs:
+            continue
+        shown.append(g)
+        color, style = model_color(g.model), optimizer_style(g.optimizer)
+        ax.fill_between(xs, [s.band[0] for s in stats], [s.band[1] for s in stats],
+                        color=color, alpha=0.12, linewidth=0)  # fmt: skip
+        ax.plot(xs, [s.mean for s in stats], color=color, linewidth=1.8, markersize=5, **style)
+    _style_curve_axes(ax, key.norm, "robust accuracy (worst case over attacks)")
     if chosen is not None:
-        _mark_chosen(ax_acc, ax_rate, chosen)
-    steps = sorted({int(r.steps) for _, r in entries if r.steps})
-    detail = f", {'/'.join(map(str, steps))} steps" if steps else ""
-    datasets = sorted({run.dataset for run, _ in entries})
-    fig.suptitle(f"{setting.title}{detail} on {', '.join(datasets)}", fontsize=12)
-    handles, labels = ax_acc.get_legend_handles_labels()
-    _legend_for_runs(fig, handles, labels)
+        _mark_eps(ax, chosen.eps)
+    seeds = max((len(g.runs) for g in shown), default=1)
+    band = (
+        "band: 95% interval"
+        if seeds == 1
+        else "line: mean over seeds; band: lowest to highest 95% bound over seeds"
+    )
+    ax.set_title(f"{dataset}: robust accuracy, {key.title}\n{band}")
+    legend_models_optimizers(
+        fig, ordered({g.model for g in shown}, MODEL_ORDER),
+        ordered({g.optimizer for g in shown}, OPTIMIZER_ORDER),
+    )  # fmt: skip
     return fig
 
 
-@dataclass
-class _Cell:
-    value: float | None
-    interpolated: bool
-    note: str
+def _heat_text(stat: Stat) -> str:
+    if len(stat.values) == 1:
+        lo, hi = stat.intervals[0] if stat.intervals else (stat.lo, stat.hi)
+        return f"{fmt(stat.mean, 2)}\n[{fmt(lo, 2)}, {fmt(hi, 2)}]"
+    return f"{fmt(stat.mean, 2)}\n{fmt(stat.lo, 2)}–{fmt(stat.hi, 2)}\n{len(stat.values)} seeds"
 
 
-@dataclass
-class _Panel:
-    """One norm's two heatmaps: robust accuracy at eps* and AUC, models x optimizers."""
-
-    acc: list[list[_Cell]]
-    auc: list[list[_Cell]]
-    attacks: set[str]  # labels of the attacks that filled the cells
-    ranges: set[float]  # the largest budget of each record used
-
-
-def _panel(
-    attacked: Sequence[ReportRun], models: list[str], optimizers: list[str], choice: EpsChoice
-) -> _Panel:
-    empty = [[_Cell(None, False, "") for _ in optimizers] for _ in models]
-    panel = _Panel([row[:] for row in empty], [row[:] for row in empty], set(), set())
-    used: dict[tuple[int, int], AttackRecord] = {}
-    for run in attacked:  # the first run of each model x optimizer pair fills the cell
-        rec = strongest_record(run, choice.norm, choice.eps)
-        cell = (models.index(run.model), optimizers.index(run.optimizer))
-        if rec is not None and cell not in used:
-            used[cell] = rec
-    # When the cells come from different attacks, the ones that differ from the
-    # most common attack say which they are.
-    names = Counter(rec.setting.attack for rec in used.values())
-    usual = min(names, key=lambda a: (-names[a], a)) if names else ""
-    for (i, j), rec in used.items():
-        note = "" if rec.setting.attack == usual else attack_title(rec.setting.attack)
-        value, interp = value_at(rec.curve, choice.eps)
-        panel.acc[i][j] = _Cell(value, interp, note)
-        panel.auc[i][j] = _Cell(area_under_curve(rec.curve), False, note)
-        panel.attacks.add(rec.label)
-        panel.ranges.add(rec.curve.epsilons[-1])
-    return panel
-
-
-def comparison_figure(report_runs: Sequence[ReportRun], chosen: dict[str, EpsChoice]) -> Figure:
-    """Heatmaps, models (rows) x optimizers (columns): robust accuracy at the chosen
-    eps and the area under the curve, per norm, for each run's strongest
-    untargeted attack; the numbers are written in the cells."""
-    attacked = [r for r in report_runs if r.records]  # runs without attacks would be empty rows
-    models = ordered((r.model for r in attacked), MODEL_ORDER)
-    optimizers = ordered((r.optimizer for r in attacked), OPTIMIZER_ORDER)
-    cols = max(1, len(chosen))
-    width = max(4.2, 0.95 * len(optimizers) + 1.7)
-    height = max(2.2, 0.6 * len(models) + 1.3)
-    fig = new_figure(width * cols, height * 2 + 0.4)
-    axes = fig.subplots(2, cols, squeeze=False)
-    for c, (norm, choice) in enumerate(chosen.items()):
-        panel = _panel(attacked, models, optimizers, choice)
-        _heatmap(axes[0, c], panel.acc, models, optimizers)
-        axes[0, c].set_title(
-            f"robust accuracy at ε = {eps_text(choice.eps)} ({norm_name(norm)})\n"
-            + ", ".join(sorted(panel.attacks)),
-            fontsize=10,
-        )
-        _heatmap(axes[1, c], panel.auc, models, optimizers)
-        span = (
-            f"ε in [0, {eps_text(next(iter(panel.ranges)))}]"
-            if len(panel.ranges) == 1
-            else "ε ranges differ between runs: compare with care"
-        )
-        axes[1, c].set_title(
-            f"area under the curve / ε range ({norm_name(norm)})\n{span}", fontsize=10
-        )
-    fig.suptitle(
-        "Models × optimizers under each run's strongest untargeted attack"
-        "  (≈ interpolated, — not attacked)",
-        fontsize=12,
-    )
+def comparison_figure(
+    dataset: str, key: CellKey, groups: Sequence[Group], choice: EpsChoice
+) -> Figure:
+    """Models (rows) x optimizers (columns): the worst-case robust accuracy at ε* in
+    cell ``key``, mean over seeds; the cell text gives the 95% interval (one seed)
+    or the seeds' range. A colour bar beside it."""
+    models = ordered({g.model for g in groups}, MODEL_ORDER)
+    optimizers = ordered({g.optimizer for g in groups}, OPTIMIZER_ORDER)
+    values = np.full((len(models), len(optimizers)), np.nan)
+    texts: dict[tuple[int, int], str] = {}
+    for g in groups:
+        i, j = models.index(g.model), optimizers.index(g.optimizer)
+        stat = cell_stat(g, key, choice.eps)
+        if stat is not None and (i, j) not in texts:
+            values[i, j], texts[(i, j)] = stat.mean, _heat_text(stat)
+    width = min(FIG_WIDTH, max(4.8, 1.25 * len(optimizers) + 2.6))
+    fig = new_figure(width, max(2.8, 0.85 * len(models) + 1.9))
+    ax = fig.subplots()
+    image = heatmap(ax, values, models, optimizers, texts)
+    ax.set_xlabel("optimizer")
+    ax.set_ylabel("model")
+    fig.colorbar(image, ax=ax, label="robust accuracy", fraction=0.08, pad=0.03)
+    ax.set_title(f"{dataset}: robust accuracy at ε* = {eps_text(choice.eps)}\n{key.title}")
     return fig
 
 
-def _heatmap(ax: Axes, cells: list[list[_Cell]], rows: list[str], cols: list[str]) -> None:
-    values = np.array(
-        [[np.nan if c.value is None else c.value for c in row] for row in cells], dtype=float
-    )
+def heatmap(
+    ax: Axes, values: np.ndarray, rows: Sequence[str], cols: Sequence[str],
+    texts: dict[tuple[int, int], str], *, vmax: float = 1.0,
+) -> Any:  # fmt: skip
+    """``values`` (NaN: not measured, drawn as a dash) with ``texts`` in the cells."""
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
-    ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
     for label in ax.get_yticklabels():
-        label.set_color(model_color(label.get_text()))
-        label.set_fontweight("bold")
+        if label.get_text() in MODEL_ORDER:
+            label.set_color(model_color(label.get_text()))
+            label.set_fontweight("bold")
     ax.tick_params(length=0)
-    for i, row in enumerate(cells):
-        for j, cell in enumerate(row):
-            if cell.value is None:
-                ax.text(j, i, "—", ha="center", va="center", color="#777777", fontsize=10)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if np.isnan(v):
+                ax.text(j, i, "—", ha="center", va="center", color="#777777")
                 continue
-            # viridis is dark below ~0.6: white text there, black above.
-            ink = "white" if cell.value < 0.6 else "black"
-            text = ("≈" if cell.interpolated else "") + fmt(cell.value)
-            if cell.note:
-                text += f"\n{cell.note}"
-            ax.text(j, i, text, ha="center", va="center", color=ink, fontsize=10)
+            ink = "white" if v < 0.6 * vmax else "black"  # viridis is dark below ~0.6
+            ax.text(j, i, texts.get((i, j), fmt(v, 2)), ha="center", va="center", color=ink,
+                    fontsize=9)  # fmt: skip
+    return image
 
 
 _TRAINING_PANELS = (
-    ((0, 0), "train_loss", "training loss"),
-    ((0, 1), "val_loss", "validation loss"),
-    ((1, 0), "train_acc", "training accuracy"),
-    ((1, 1), "val_acc", "validation accuracy"),
-    ((0, 2), "lr", "learning rate (at the start of the epoch)"),
+    ((0, 0), "train_loss", "training loss (log scale)"),
+    ((0, 1), "val_loss", "validation loss (log scale)"),
+    ((1, 0), "val_acc", "validation accuracy"),
+    ((1, 1), "lr", "learning rate at the start of the epoch"),
 )
 
 
-def _plot_training_run(axes: Any, run: ReportRun, color: str, lrs: list[float]) -> bool:
-    """The run's lines in every panel; False when it has no completed epoch."""
-    if not run.epochs:
-        return False
-    style = optimizer_style(run.optimizer)
-    epochs = [e.epoch for e in run.epochs]
-    for (r, c), key, _ in _TRAINING_PANELS:
-        ys = [e.values.get(key) for e in run.epochs]
-        if any(v is None for v in ys):
-            continue
-        axes[r, c].plot(epochs, ys, color=color, linewidth=1.8, markersize=4, **style)
-        if key == "lr":
-            lrs.extend(v for v in ys if v is not None)
-    return True
+def _epoch_stats(group: Group, key: str) -> tuple[list[Any], list[Stat]]:
+    """Per epoch that every seed reached: the group's value (mean, min, max)."""
+    per_run = [{e.epoch: e.values.get(key) for e in run.epochs} for run in group.runs]
+    epochs = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    out = []
+    for epoch in epochs:
+        values = [p[epoch] for p in per_run]
+        if any(v is None for v in values):
+            return [], []
+        out.append(Stat([float(v) for v in values], group.seeds))
+    return epochs, out
 
 
-def _training_legend(ax: Axes, handles: list[Line2D], labels: list[str]) -> None:
-    ax.axis("off")
-    if not handles:
-        ax.text(0.5, 0.5, "no completed epochs yet", ha="center", va="center")
-        return
-    ax.legend(
-        handles,
-        labels,
-        loc="center",
-        fontsize=9,
-        title="run (optimizer, schedule)",
-        title_fontsize=9,
-        frameon=False,
-    )
-
-
-def training_figure(model: str, model_runs: Sequence[ReportRun]) -> Figure:
-    """Loss, accuracy (train and validation) and learning rate per epoch of one
-    model's runs, one line per run (line style = optimizer)."""
-    fig = new_figure(13.5, 7.2)
-    axes = fig.subplots(2, 3)
+def training_figure(dataset: str, model: str, groups: Sequence[Group]) -> Figure:
+    """Losses (log scale), validation accuracy and learning rate per epoch of one
+    model's groups on one dataset: line = mean over seeds, band = their range."""
+    fig = new_figure(FIG_WIDTH, 6.6)
+    axes = fig.subplots(2, 2)
     color = model_color(model)
-    handles: list[Line2D] = []
-    labels: list[str] = []
-    lrs: list[float] = []
-    for run in model_runs:
-        if _plot_training_run(axes, run, color, lrs):
-            style = optimizer_style(run.optimizer)
-            handles.append(Line2D([], [], color=color, linewidth=1.8, markersize=5, **style))
-            labels.append(_training_label(run))
     for (r, c), key, title in _TRAINING_PANELS:
         ax = axes[r, c]
-        ax.set_title(title, fontsize=10)
+        for g in groups:
+            epochs, stats = _epoch_stats(g, key)
+            if not epochs:
+                continue
+            if len(g.runs) > 1:
+                ax.fill_between(epochs, [s.lo for s in stats], [s.hi for s in stats],
+                                color=color, alpha=0.15, linewidth=0)  # fmt: skip
+            ax.plot(epochs, [s.mean for s in stats], color=color, linewidth=1.6,
+                    markersize=4, **optimizer_style(g.optimizer))  # fmt: skip
+        ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        if key.endswith("acc"):
-            # Autoscaled, not [0, 1]: differences near 1 stay visible.
-            ax.set_ylim(top=min(1.02, ax.get_ylim()[1]))
-    positive = [v for v in lrs if v > 0]
-    if positive and max(positive) / min(positive) > 10:
-        axes[0, 2].set_yscale("log")  # optimizers' rates differ by orders of magnitude
-    _training_legend(axes[1, 2], handles, labels)
-    fig.suptitle(f"Training of {model}: losses, accuracies and learning-rate schedule", fontsize=12)
+        if key.endswith("loss") or (key == "lr" and _spread(ax) > 10):
+            ax.set_yscale("log")
+    seeds = max((len(g.runs) for g in groups), default=1)
+    extra = "" if seeds == 1 else "; line: mean over seeds, band: their range"
+    fig.suptitle(f"{dataset}: training of {model}{extra}")
+    legend_models_optimizers(fig, [model], ordered({g.optimizer for g in groups}, OPTIMIZER_ORDER))
     return fig
 
 
-def _training_label(run: ReportRun) -> str:
-    parts = [run.optimizer]
-    if run.lr is not None:
-        parts.append(f"lr {run.lr:g}")
-    if run.schedule:
-        warm = run.warmup_epochs
-        parts.append(run.schedule + (f" + {warm} warm-up" if warm else ""))
-    unfinished = "" if run.finished else ", unfinished"
-    return f"{run.name}\n({', '.join(parts)}{unfinished})"
+def _spread(ax: Axes) -> float:
+    ys = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
+    return max(ys) / min(ys) if ys else 1.0

@@ -90,6 +90,8 @@ class Curve:
     """Warnings that the evaluation may not be trusted (`advkit.trust`)."""
     per_sample: dict[str, list] = field(default_factory=dict)
     """Per sample: index, fooled_at, reached_at (see `advkit.evaluate.Curve`)."""
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """Per eps: passes spent and, for staged attacks (``strong``), ``stages``."""
 
 
 @dataclass
@@ -114,10 +116,21 @@ class AttackRecord:
     @property
     def label(self) -> str:
         """Short name of the attack: ``PGD-10 untargeted``, ``PGD-10×3 margin untargeted``."""
+        return f"{self.short} {target_label(self.setting.target)}"
+
+    @property
+    def short(self) -> str:
+        """The attack alone: ``PGD-10``, ``PGD-10×3 margin``, ``FGSM``, ``STRONG``; a
+        ``limit`` or a non-default seed is named, so two records never read the same."""
         steps = f"-{self.steps}" if self.steps else ""
         restarts = f"×{self.restarts}" if (self.restarts or 1) > 1 else ""
         loss = f" {self.setting.loss}" if self.setting.loss != "ce" else ""
-        return f"{attack_title(self.setting.attack)}{steps}{restarts}{loss} {target_label(self.setting.target)}"
+        extra = ""
+        if self.stored is not None and self.stored.settings.limit is not None:
+            extra += f" (first {self.stored.settings.limit})"
+        if self.stored is not None and self.stored.settings.seed:
+            extra += f" (seed {self.stored.settings.seed})"
+        return f"{attack_title(self.setting.attack)}{steps}{restarts}{loss}{extra}"
 
     @property
     def title(self) -> str:
@@ -158,13 +171,16 @@ class ReportRun:
     finished: bool
     records: list[AttackRecord]
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    """The run's ``config.json``, as read."""
+    seed: int = 0
+    """The training seed (split, initialization, shuffling)."""
 
     @property
     def label(self) -> str:
-        """Legend label: the run name, plus model and optimizer when the name lacks them."""
-        if self.model in self.name and self.optimizer in self.name:
-            return self.name
-        return f"{self.name} ({self.model}, {self.optimizer})"
+        """Label: the run name, plus model and optimizer only when the name lacks them."""
+        missing = [v for v in (self.model, self.optimizer) if v not in self.name]
+        return f"{self.name} ({', '.join(missing)})" if missing else self.name
 
 
 def is_number(value: Any) -> bool:
@@ -240,6 +256,7 @@ def _curve(c: StoredCurve) -> Curve:
         intervals=[list(i) for i in c.intervals],
         flags=list(c.flags),
         per_sample=dict(c.per_sample),
+        checks=[dict(check) for check in c.checks],
     )
 
 
@@ -364,4 +381,14 @@ def load_report_run(path: str | Path) -> ReportRun:
         finished=summary is not None,
         records=records,
         notes=notes,
+        config=config,
+        seed=_seed(config),
     )
+
+
+def _seed(config: dict[str, Any]) -> int:
+    for section in ("train_config", "training"):
+        value = (config.get(section) or {}).get("seed")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0

@@ -124,13 +124,16 @@ def choose_eps(
         grids = [_grid(run, norm) for run in attacked]
         eps = given.get(norm)
         if eps is not None:
-            choices[norm] = EpsChoice(norm, float(eps), "given")
+            choices[norm] = EpsChoice(norm, float(eps), f"set with --eps-{norm}")
             continue
         common = sorted(set.intersection(*grids))
-        how = "middle of the common grid"
+        how = "the middle budget of the grid every run was attacked on"
         if not common:
             common = sorted(set.union(*grids))
-            how = "middle of all grids (no budget common to every run; some values interpolated)"
+            how = (
+                "the middle of all budgets (no budget common to every run, so some "
+                "values are interpolated and marked ≈)"
+            )
         if common:  # else only eps 0 anywhere
             choices[norm] = EpsChoice(norm, common[(len(common) - 1) // 2], how)
     return choices

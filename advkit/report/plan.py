@@ -1,31 +1,59 @@
-"""What a report draws: one task per figure file, in page order."""
+"""What a report draws: one task per figure file, in page order, one set per dataset.
+
+Runs on different datasets never share a figure; runs that differ only by seed
+are one group (one line, one heatmap cell).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from matplotlib.figure import Figure
 
+from .combine import CellKey, run_cells
 from .figures import comparison_figure, robustness_figure, training_figure
 from .gallery import gallery_figure, gallery_records, gallery_run
-from .load import AttackRecord, ReportRun, Setting
+from .groups import Group
+from .load import ReportRun
 from .numbers import EpsChoice
-from .style import MODEL_ORDER, OPTIMIZER_ORDER, ordered, rank, safe
+from .style import MODEL_ORDER, ordered, safe
+from .views import (
+    breaking_figure,
+    confidence_figure,
+    confusion_figure,
+    gaps_figure,
+    per_class_figure,
+)
 
-SECTIONS = ("comparison", "curves", "training", "gallery")
+SECTIONS = (
+    "comparison",
+    "curves",
+    "gaps",
+    "per-class",
+    "breaking",
+    "confusion",
+    "confidence",
+    "training",
+    "gallery",
+)
+"""Figure sections of each dataset, in page order."""
+
+HOOKS = ("defenses", "transfer")
+"""Sections reserved for defended runs and transfer matrices (not drawn yet)."""
 
 
 @dataclass
 class Task:
-    """One figure of the report: its file, page section, caption and how to draw it."""
+    """One figure of the report: its file, dataset, section, caption and how to draw it."""
 
     file: str
     section: str  # one of SECTIONS
     caption: str
-    build: Callable[[], Figure]
+    build: Callable[[], Figure | None]
     run: str | None = None  # the run a gallery shows
+    dataset: str = ""
 
 
 def unique_names(report_runs: list[ReportRun]) -> None:
@@ -44,80 +72,85 @@ def unique_names(report_runs: list[ReportRun]) -> None:
         taken.add(run.name)
 
 
-def _curve_tasks(report_runs: list[ReportRun], chosen: dict[str, EpsChoice]) -> list[Task]:
-    """One robustness figure per attack setting (split included), one line per run."""
-    groups: dict[Setting, list[tuple[ReportRun, AttackRecord]]] = {}
-    for run in report_runs:
-        for rec in run.records:
-            groups.setdefault(rec.setting, []).append((run, rec))
-    return [
-        Task(
-            f"curves-{setting.slug}.png",
-            "curves",
-            setting.title,
-            partial(robustness_figure, setting, groups[setting], chosen.get(setting.norm)),
-        )
-        for setting in sorted(groups, key=Setting.sort_key)
-    ]
+def dataset_cells(groups: Sequence[Group]) -> list[CellKey]:
+    """Every cell (norm, target, split) measured on any run of ``groups``."""
+    found = {key for g in groups for run in g.runs for key in run_cells(run)}
+    return sorted(found, key=CellKey.sort_key)
 
 
-def _by_model(report_runs: list[ReportRun]) -> dict[str, list[ReportRun]]:
-    by_model: dict[str, list[ReportRun]] = {}
-    for run in report_runs:
-        by_model.setdefault(run.model, []).append(run)
-    return {model: by_model[model] for model in ordered(by_model, MODEL_ORDER)}
+def headline_cells(cells: Sequence[CellKey]) -> list[CellKey]:
+    """Per norm, the untargeted test cell, else the first cell of that norm."""
+    out: dict[str, CellKey] = {}
+    for key in cells:
+        best = out.get(key.norm)
+        if best is None or (key.target is None and key.split == "test" and best.target is not None):
+            out[key.norm] = key
+    return list(out.values())
 
 
-def _training_tasks(by_model: dict[str, list[ReportRun]]) -> list[Task]:
+def _views(
+    name: str, slug: str, groups: Sequence[Group], chosen: dict[str, EpsChoice]
+) -> list[Task]:
+    cells = dataset_cells(groups)
+    runs = [run for g in groups for run in g.runs]
     tasks = []
-    for model, model_runs in by_model.items():
-        runs_in_order = sorted(
-            model_runs, key=lambda r: (rank(r.optimizer, OPTIMIZER_ORDER), r.name)
-        )
-        tasks.append(
-            Task(
-                f"training-{safe(model)}.png",
-                "training",
-                f"Training of {model}",
-                partial(training_figure, model, runs_in_order),
-            )
-        )
+    for key in cells:
+        choice = chosen.get(key.norm)
+        if choice is None:
+            continue
+        f = f"{slug}-{key.slug}"
+        tasks += [
+            Task(f"comparison-{f}.png", "comparison", f"{name}: {key.title}",
+                 partial(comparison_figure, name, key, groups, choice), dataset=name),
+            Task(f"curves-{f}.png", "curves", f"{name}: {key.title}",
+                 partial(robustness_figure, name, key, groups, choice), dataset=name),
+            Task(f"gaps-{f}.png", "gaps", f"{name}: {key.title}",
+                 partial(gaps_figure, name, key, runs, choice), dataset=name),
+        ]  # fmt: skip
+    for key in headline_cells(cells):
+        f, choice = f"{slug}-{key.slug}", chosen[key.norm]
+        tasks += [
+            Task(f"per-class-{f}.png", "per-class", f"{name}: {key.title}",
+                 partial(per_class_figure, name, key, groups, choice), dataset=name),
+            Task(f"breaking-{f}.png", "breaking", f"{name}: {key.title}",
+                 partial(breaking_figure, name, key, groups), dataset=name),
+            Task(f"confusion-{f}.png", "confusion", f"{name}: {key.title}",
+                 partial(confusion_figure, name, key, runs), dataset=name),
+            Task(f"confidence-{f}.png", "confidence", f"{name}: {key.title}",
+                 partial(confidence_figure, name, key, runs), dataset=name),
+        ]  # fmt: skip
     return tasks
 
 
-def _gallery_tasks(
-    by_model: dict[str, list[ReportRun]], chosen: dict[str, EpsChoice]
+def _training_and_gallery(
+    name: str, slug: str, groups: Sequence[Group], chosen: dict[str, EpsChoice]
 ) -> list[Task]:
     tasks = []
-    for model_runs in by_model.values():
-        run = gallery_run(model_runs)
+    for model in ordered({g.model for g in groups}, MODEL_ORDER):
+        mine = [g for g in groups if g.model == model]
+        tasks.append(
+            Task(f"training-{slug}-{safe(model)}.png", "training", f"{name}: training of {model}",
+                 partial(training_figure, name, model, mine), dataset=name)
+        )  # fmt: skip
+        run = gallery_run([r for g in mine for r in g.runs])
         if run is None:
             continue
         tasks += [
-            Task(
-                f"gallery-{safe(run.name)}-{safe(rec.name)}.png",
-                "gallery",
-                rec.setting.title,
-                partial(gallery_figure, run, rec),
-                run=run.name,
-            )
+            Task(f"gallery-{slug}-{safe(run.name)}-{safe(rec.name)}.png", "gallery",
+                 f"{run.label}: {rec.setting.title}", partial(gallery_figure, run, rec),
+                 run=run.name, dataset=name)
             for rec in gallery_records(run, chosen)
-        ]
+        ]  # fmt: skip
     return tasks
 
 
-def plan(report_runs: list[ReportRun], chosen: dict[str, EpsChoice]) -> list[Task]:
-    """The figures of a report on ``report_runs``, in page order."""
+def plan(datasets: dict[str, list[Group]], chosen: dict[str, dict[str, EpsChoice]]) -> list[Task]:
+    """The figures of a report, dataset by dataset, in page order."""
     tasks: list[Task] = []
-    if chosen and any(r.records for r in report_runs):
-        tasks.append(
-            Task(
-                "comparison.png",
-                "comparison",
-                "Robust accuracy at ε* and area under the curve, models × optimizers.",
-                partial(comparison_figure, report_runs, chosen),
-            )
-        )
-    tasks += _curve_tasks(report_runs, chosen)
-    by_model = _by_model(report_runs)
-    return tasks + _training_tasks(by_model) + _gallery_tasks(by_model, chosen)
+    for name, groups in datasets.items():
+        slug = safe(name)
+        mine = _views(name, slug, groups, chosen.get(name, {}))
+        mine += _training_and_gallery(name, slug, groups, chosen.get(name, {}))
+        order = {s: i for i, s in enumerate(SECTIONS)}
+        tasks += sorted(mine, key=lambda t: order[t.section])
+    return tasks

@@ -20,14 +20,14 @@ MODEL_COLORS: dict[str, str] = {
 """Colour of each course model, the same in every figure."""
 
 OPTIMIZER_STYLES: dict[str, dict[str, Any]] = {
-    "sgd": {"linestyle": ":", "marker": "v"},
-    "momentum": {"linestyle": "-.", "marker": "^"},
-    "adagrad": {"linestyle": (0, (1, 1)), "marker": "P"},
-    "rmsprop": {"linestyle": (0, (5, 1, 1, 1, 1, 1)), "marker": "D"},
-    "adam": {"linestyle": "-", "marker": "o"},
-    "adamw": {"linestyle": "--", "marker": "s"},
+    "sgd": {"linestyle": (0, (1, 1.5)), "marker": "v"},  # dotted
+    "momentum": {"linestyle": (0, (7, 2, 1.5, 2)), "marker": "^"},  # dash-dot
+    "adagrad": {"linestyle": (0, (4, 2)), "marker": "P"},  # dashed
+    "rmsprop": {"linestyle": (0, (7, 1.5, 1.5, 1.5, 1.5, 1.5)), "marker": "D"},  # dash-dot-dot
+    "adam": {"linestyle": "-", "marker": "o"},  # solid
+    "adamw": {"linestyle": (0, (12, 3)), "marker": "s"},  # long dashes
 }
-"""Line style and marker of each optimizer, the same in every figure."""
+"""Line style and marker of each optimizer, the same in every figure: no two alike."""
 
 # Names outside the mappings get one of these, picked by a hash of the name
 # (not Python's salted hash) so a name keeps its look from one report to the next.
@@ -73,6 +73,21 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 DPI = 130
+
+RC = {
+    "font.size": 11,
+    "axes.titlesize": 11.5,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "figure.titlesize": 12.5,
+}
+"""Font sizes for figures shown at 600-1,000 px wide (about 7.5 in at ``DPI``): text
+stays >= 9 px on a page 800 px wide."""
+
+FIG_WIDTH = 7.6
+"""Width in inches of the report's figures (one column of the page)."""
 DECIMALS = 4
 """Decimals of every accuracy, success rate and AUC shown in tables and figures."""
 
@@ -98,6 +113,18 @@ def optimizer_style(name: str) -> dict[str, Any]:
         OPTIMIZER_STYLES.get(name) or _FALLBACK_STYLES[_stable_index(name, len(_FALLBACK_STYLES))]
     )
     return dict(style)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 sample``, ``3 samples``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def seconds_text(value: float | None) -> str:
+    """A duration: ``—``, ``< 0.1 s``, ``2.3 s``."""
+    if value is None:
+        return "—"
+    return "< 0.1 s" if value < 0.05 else f"{value:.1f} s"
 
 
 def fmt(value: float | None, decimals: int = DECIMALS) -> str:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..trust import wilson
 from .load import ReportRun, Setting
-from .numbers import EpsChoice, area_under_curve, strongest_record, value_at
-from .style import DECIMALS, eps_text, fmt, model_color, norm_name, target_slug
+from .numbers import EpsChoice, area_under_curve, value_at
+from .style import DECIMALS, eps_text, fmt, norm_name, seconds_text, target_slug
 
 CSV_COLUMNS = (
     "run",
@@ -38,6 +39,8 @@ CSV_COLUMNS = (
     "interpolated",
     "auc",
     "seconds",
+    "cost",
+    "flags",
     "record",
 )
 """Columns of summary.csv; list-valued cells are ``;``-joined, numbers verbatim."""
@@ -71,15 +74,21 @@ class Row:
     seconds: float | None
     record: Path
     setting: Setting
+    label: str = ""
+    flags: str = ""
+    cost: float | None = None
 
 
-def summary_rows(report_runs: Sequence[ReportRun], chosen: dict[str, EpsChoice]) -> list[Row]:
-    """One row per run x attack record, in setting order within each run."""
+def summary_rows(
+    report_runs: Sequence[ReportRun], chosen: dict[str, dict[str, EpsChoice]]
+) -> list[Row]:
+    """One row per run x attack record, in setting order within each run; ε* is the
+    run's dataset's."""
     rows = []
     for run in report_runs:
         for rec in sorted(run.records, key=lambda r: (r.setting.sort_key(), r.name)):
             s, c = rec.setting, rec.curve
-            choice = chosen.get(s.norm)
+            choice = chosen.get(run.dataset, {}).get(s.norm)
             value, interp = value_at(c, choice.eps) if choice else (None, False)
             rows.append(
                 Row(
@@ -107,6 +116,9 @@ def summary_rows(report_runs: Sequence[ReportRun], chosen: dict[str, EpsChoice])
                     seconds=c.seconds,
                     record=rec.path,
                     setting=s,
+                    label=rec.short,
+                    flags="; ".join(f["message"] for f in c.flags),
+                    cost=c.cost,
                 )
             )
     return rows
@@ -143,16 +155,21 @@ MD_COLUMNS = (
     ("target", "target"),
     ("loss", "loss"),
     ("split", "split"),
-    ("steps", "steps"),
+    ("label", "attack settings"),
+    ("n_samples", "samples"),
     ("clean_accuracy", "clean acc"),
-    ("accuracy_at_eps_chosen", "acc at ε*"),
+    ("accuracy_at_eps_chosen", "acc at ε* [95% interval]"),
     ("auc", "AUC"),
-    ("seconds", "attack seconds"),
+    ("seconds", "attack time"),
+    ("cost", "passes / sample"),
     ("curve", "accuracy per ε"),
+    ("flags", "warnings"),
 )
 """(key, title) of the human-readable tables: summary.md and the page's all-curves table."""
 
-NUMERIC = frozenset(("clean_accuracy", "accuracy_at_eps_chosen", "auc", "seconds", "steps"))
+NUMERIC = frozenset(
+    ("clean_accuracy", "accuracy_at_eps_chosen", "auc", "seconds", "steps", "n_samples", "cost")
+)
 """Columns aligned right."""
 
 
@@ -162,11 +179,22 @@ def cell_text(row: Row, key: str) -> str:
         if row.eps_chosen is None:
             return "—"
         mark = "≈" if row.interpolated == "yes" else ""
-        return f"{mark}{fmt(row.accuracy_at_eps_chosen)} (ε={eps_text(row.eps_chosen)})"
+        value = row.accuracy_at_eps_chosen
+        if value is None:
+            return f"— (ε={eps_text(row.eps_chosen)})"
+        n = row.n_samples or 0
+        lo, hi = wilson(round(value * n), n)
+        return f"{mark}{fmt(value)} [{fmt(lo, 3)}, {fmt(hi, 3)}] (ε={eps_text(row.eps_chosen)})"
     if key in ("clean_accuracy", "auc", "test_accuracy"):
         return fmt(getattr(row, key))
     if key == "seconds":
-        return fmt(row.seconds, 1)
+        return seconds_text(row.seconds)
+    if key == "cost":
+        return "—" if row.cost is None else f"{row.cost:.0f}"
+    if key == "n_samples":
+        return "—" if row.n_samples is None else str(row.n_samples)
+    if key == "flags":
+        return row.flags or "—"
     if key == "curve":
         return ", ".join(
             f"{eps_text(e)}: {fmt(a)}" for e, a in zip(row.epsilons, row.accuracy, strict=True)
@@ -176,6 +204,14 @@ def cell_text(row: Row, key: str) -> str:
     return str(getattr(row, key))
 
 
+def _md_budgets(chosen: dict[str, dict[str, EpsChoice]]) -> list[str]:
+    return [
+        f"- {dataset}: ε* ({norm_name(c.norm)}) = {eps_text(c.eps)}, {c.how}"
+        for dataset, per_norm in chosen.items()
+        for c in per_norm.values()
+    ]
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -183,7 +219,7 @@ def _md_escape(text: str) -> str:
 def md_text(
     report_runs: Sequence[ReportRun],
     rows: Sequence[Row],
-    chosen: dict[str, EpsChoice],
+    chosen: dict[str, dict[str, EpsChoice]],
     notes: Sequence[str],
 ) -> str:
     """``summary.md``: how to read it, the chosen budgets, the table and the notes."""
@@ -196,7 +232,7 @@ def md_text(
         "≈ marks a value interpolated linearly between the two nearest budgets.",
         "",
     ]
-    lines += [f"- ε* ({norm_name(c.norm)}) = {eps_text(c.eps)}: {c.how}" for c in chosen.values()]
+    lines += _md_budgets(chosen)
     lines.append("")
     lines.append("| " + " | ".join(title for _, title in MD_COLUMNS) + " |")
     lines.append("|" + "|".join("---:" if k in NUMERIC else "---" for k, _ in MD_COLUMNS) + "|")
@@ -205,127 +241,3 @@ def md_text(
     if notes:
         lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
-
-
-def headline(
-    report_runs: Sequence[ReportRun], chosen: dict[str, EpsChoice]
-) -> list[dict[str, Any]]:
-    """Per run: test accuracy and, per norm, the strongest untargeted attack's numbers.
-
-    Plain JSON-ready dicts (``build_report`` returns them as ``"table"``).
-    """
-    table = []
-    for run in report_runs:
-        robust = {}
-        for norm, choice in chosen.items():
-            rec = strongest_record(run, norm, choice.eps)
-            if rec is None:
-                continue
-            value, interp = value_at(rec.curve, choice.eps)
-            robust[norm] = {
-                "eps": choice.eps,
-                "accuracy": value,
-                "interpolated": interp,
-                "auc": area_under_curve(rec.curve),
-                "attack": rec.label,
-            }
-        table.append(
-            {
-                "run": run.name,
-                "model": run.model,
-                "optimizer": run.optimizer,
-                "dataset": run.dataset,
-                "test_accuracy": run.test_accuracy,
-                "seconds": run.train_seconds,
-                "epochs": run.metric_rows,
-                "robust": robust,
-            }
-        )
-    return table
-
-
-# --- the page's tables, as data -------------------------------------------------
-
-
-@dataclass
-class Cell:
-    """One HTML table cell: its text, its class (``num``, ``wrap``) and a colour swatch."""
-
-    text: str
-    kind: str = ""
-    swatch: str | None = None
-
-
-@dataclass
-class Head:
-    """One HTML header cell, with an optional second, smaller line."""
-
-    text: str
-    sub: str = ""
-
-
-@dataclass
-class Table:
-    """An HTML table: header cells and rows of cells (the template draws it)."""
-
-    head: list[Head]
-    rows: list[list[Cell]]
-
-
-def _short_value(row: Row | None) -> str:
-    if row is None or row.eps_chosen is None:
-        return "—"
-    return ("≈" if row.interpolated == "yes" else "") + fmt(row.accuracy_at_eps_chosen)
-
-
-def _results_head(
-    settings: list[Setting], norms: list[str], chosen: dict[str, EpsChoice]
-) -> list[Head]:
-    head = [Head(h) for h in ("run", "model", "optimizer", "dataset", "epochs", "test accuracy")]
-    for s in settings:
-        at = eps_text(chosen[s.norm].eps) if s.norm in chosen else "—"
-        head.append(Head(s.title, f"acc at ε = {at}"))
-    head += [Head(f"AUC {norm_name(n)}", "strongest untargeted") for n in norms]
-    head.append(Head("training time"))
-    return head
-
-
-def results_table(
-    table: Sequence[dict[str, Any]], rows: Sequence[Row], chosen: dict[str, EpsChoice]
-) -> Table:
-    """One line per run: test accuracy, accuracy at ε* per attack setting, AUC per norm."""
-    settings = sorted({row.setting for row in rows}, key=Setting.sort_key)
-    by_run_setting: dict[tuple[str, Setting], Row] = {}
-    for row in rows:
-        by_run_setting.setdefault((row.run, row.setting), row)  # first record of a setting
-    norms = [n for n in chosen if any(n in t["robust"] for t in table)]
-    body = []
-    for t in table:
-        cells = [
-            Cell(t["run"]),
-            Cell(t["model"], swatch=model_color(t["model"])),
-            Cell(t["optimizer"]),
-            Cell(t["dataset"]),
-            Cell(str(t["epochs"]), "num"),
-            Cell(fmt(t["test_accuracy"]), "num"),
-        ]
-        cells += [Cell(_short_value(by_run_setting.get((t["run"], s))), "num") for s in settings]
-        for n in norms:
-            r = t["robust"].get(n)
-            cells.append(Cell(fmt(r["auc"]) if r else "—", "num"))
-        secs = t["seconds"]
-        cells.append(Cell("—" if secs is None else f"{secs:.1f} s", "num"))
-        body.append(cells)
-    return Table(_results_head(settings, norms, chosen), body)
-
-
-def all_curves_table(rows: Sequence[Row]) -> Table:
-    """Every attack record, one line each, as in summary.md."""
-
-    def kind(key: str) -> str:
-        return "num" if key in NUMERIC else "wrap" if key == "curve" else ""
-
-    return Table(
-        [Head(title) for _, title in MD_COLUMNS],
-        [[Cell(cell_text(row, k), kind(k)) for k, _ in MD_COLUMNS] for row in rows],
-    )

@@ -3,7 +3,6 @@
 import math
 
 import torch
-from matplotlib.figure import Figure
 from PIL import Image
 
 from advkit import report, runs
@@ -19,38 +18,35 @@ def test_figures_are_png_at_120_dpi_or_more(built):
             image.verify()
 
 
-def test_the_same_model_has_the_same_colour_in_two_figures(run_root):
+def test_five_optimizers_have_five_distinct_line_styles_and_markers():
+    names = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+    styles = [report.optimizer_style(n) for n in names]
+    assert len({str(s["linestyle"]) for s in styles}) == 5
+    assert len({s["marker"] for s in styles}) == 5
+
+
+def test_figures_colour_by_model_name_each_model_once_and_heatmaps_have_a_colour_bar(run_root):
+    from advkit.report.combine import CellKey
+    from advkit.report.groups import group_runs
+
     loaded = [report.load_report_run(p) for p in report.find_runs([run_root])]
-    mlp_runs = [r for r in loaded if r.model == "mlp"]
-    training = report.training_figure("mlp", mlp_runs)
-    entries = [
-        (r, rec) for r in loaded for rec in r.records if rec.setting.slug == "pgd-linf-untargeted"
-    ]
-    curves = report.robustness_figure(entries[0][1].setting, entries, None)
-
-    def colours(fig: Figure, label_has: str | None = None) -> set[str]:
-        lines = [line for ax in fig.axes for line in ax.get_lines()]
-        if label_has:
-            lines = [line for line in lines if label_has in line.get_label()]
-        return {str(line.get_color()) for line in lines if line.get_linestyle() != "None"}
-
-    assert colours(training) == {report.MODEL_COLORS["mlp"]}
-    assert colours(curves, "mlp-") == {report.MODEL_COLORS["mlp"]}
-    assert colours(curves, "bncnn-") == {report.MODEL_COLORS["bncnn"]}
-
-
-def test_comparison_figure_writes_the_strongest_attacks_numbers(run_root):
-    loaded = [report.load_report_run(p) for p in report.find_runs([run_root])]
+    groups = group_runs(loaded)
     chosen = report.choose_eps(loaded, {"linf": None, "l2": None})
-    fig = report.comparison_figure(loaded, chosen)
-    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
-    for run in loaded:
-        for norm, choice in chosen.items():
-            rec = report.strongest_record(run, norm, choice.eps)
-            if rec is None:
-                continue
-            value, interp = report.value_at(rec.curve, choice.eps)
-            assert any(t.startswith(("≈" if interp else "") + report.fmt(value)) for t in texts)
+    key = CellKey("linf", None)
+    curves = report.robustness_figure("digits", key, groups, chosen["linf"])
+    drawn = {
+        str(line.get_color())
+        for line in curves.axes[0].get_lines()
+        if line.get_marker() not in (None, "None", "")
+    }
+    assert drawn == {report.MODEL_COLORS["mlp"], report.MODEL_COLORS["bncnn"]}
+    labels = [t.get_text() for legend in curves.legends for t in legend.get_texts()]
+    assert sorted(labels) == sorted(["model mlp", "model bncnn", "optimizer sgd", "optimizer adam"])
+    heat = report.comparison_figure("digits", key, groups, chosen["linf"])
+    assert len(heat.axes) == 2  # the heatmap and its colour bar
+    assert "digits" in heat.axes[0].get_title()
+    training = report.training_figure("digits", "mlp", [g for g in groups if g.model == "mlp"])
+    assert all(ax.get_yscale() == "log" for ax in training.axes[:2])
 
 
 def test_attack_figure_draws_curve_and_gallery_grey_and_rgb(run_root, tmp_path):

@@ -28,7 +28,7 @@ def test_runs_and_records_are_read_into_typed_objects(run_root, records):
     assert rec.setting == ("pgd", "linf", "random", "ce", "test")
     assert rec.steps == 3 and rec.examples is not None and len(rec.examples["y"]) == 6
     assert rec.examples_eps == raw["examples"]["eps"]
-    assert rec.label == "PGD-3 targeted (random)"
+    assert rec.label == "PGD-3 (first 48) targeted (random)"
 
 
 def test_the_split_is_part_of_the_setting_and_its_file_name():

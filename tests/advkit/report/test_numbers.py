@@ -82,8 +82,8 @@ def test_the_budget_is_the_middle_of_the_common_grid():
     )
     chosen = report.choose_eps([a, b], {"linf": None, "l2": None})
     assert list(chosen) == ["linf"] and chosen["linf"].eps == 0.1
-    assert chosen["linf"].how == "middle of the common grid"
+    assert chosen["linf"].how == "the middle budget of the grid every run was attacked on"
     c = run(record("d", "pgd", [0.9, 0.5], epsilons=(0.0, 0.3)))
     chosen = report.choose_eps([a, c], {"linf": None})
     assert chosen["linf"].eps == 0.2 and "no budget common" in chosen["linf"].how
-    assert report.choose_eps([a], {"linf": 0.15})["linf"].how == "given"
+    assert report.choose_eps([a], {"linf": 0.15})["linf"].how == "set with --eps-linf"

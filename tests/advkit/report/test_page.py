@@ -34,13 +34,14 @@ def test_index_links_every_figure_and_only_local_files(built):
 def test_both_tables_sit_in_their_own_scrolling_box(built):
     out, _, _ = built
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert page.count('<div class="table-box"') == 2
-    assert page.count("<table>") == 2
+    # per dataset: results and which records were combined; then all records
+    assert page.count('<div class="table-box"') == 3
+    assert page.count("<table>") == 3
     boxes = re.findall(r'<div class="table-box"[^>]*>\s*<table>', page)
-    assert len(boxes) == 2  # every table directly inside a box
+    assert len(boxes) == 3  # every table directly inside a box
     css = re.search(r"\.table-box \{([^}]*)\}", page).group(1)
     assert "overflow-x: auto" in css and "border" in css
-    assert page.count("scrolls sideways") == 2  # the visible hint above each box
+    assert page.count("scrolls sideways") == 3  # the visible hint above each box
 
 
 def test_run_names_and_paths_are_escaped(run_root, tmp_path):
@@ -61,3 +62,13 @@ def test_run_names_and_paths_are_escaped(run_root, tmp_path):
     for link in parser.links:
         if not link.startswith("#"):
             assert (out / link).is_file(), link
+
+
+def test_every_figure_linked_exists_and_every_number_states_its_interval(built):
+    out, _, _ = built
+    page = (out / "index.html").read_text(encoding="utf-8")
+    for src in re.findall(r'src="([^"]+)"', page):
+        assert (out / src).is_file(), src
+    assert "about ±" in page and "not a finding" in page or "is a finding" in page
+    assert "Which records each number combines" in page
+    assert "n=48" in page

@@ -60,26 +60,31 @@ def test_summary_md_holds_the_json_numbers_with_fixed_decimals(built, records):
         )
         curve = by_name[(run, stem)]["curve"]
         assert cells[8] == by_name[(run, stem)]["settings"]["split"] == "test"
-        assert cells[10] == f"{curve['clean_accuracy']:.4f}"  # after the split column
+        assert cells[10] == str(curve["n_samples"])  # after split and attack settings
+        assert cells[11] == f"{curve['clean_accuracy']:.4f}"
         expected = ", ".join(
             f"{e:g}: {a:.4f}" for e, a in zip(curve["epsilons"], curve["accuracy"], strict=True)
         )
-        assert cells[-1] == expected
+        assert cells[-2] == expected  # before the warnings column
         assert loss == "ce"
 
 
-def test_headline_names_the_strongest_attack_from_its_settings(built, run_root):
+def test_headline_is_the_per_sample_worst_case_over_the_untargeted_records(built, run_root):
     _, result, _ = built
     row = next(r for r in result["table"] if r["run"] == "bncnn-adam")
-    # Steps come from the record's settings, the name upper-cased: no table of attack names.
-    assert row["robust"]["l2"]["attack"] == "PGD-3 untargeted"
+    eps = result["eps"]["linf"]
     run = report.load_report_run(run_root / "bncnn-adam")
-    strongest = report.strongest_record(run, "linf", result["eps"]["linf"])
-    assert row["robust"]["linf"]["attack"] == strongest.label
-    assert strongest.label in ("PGD-3 untargeted", "FGSM untargeted")
-    value, _ = report.value_at(strongest.curve, result["eps"]["linf"])
-    assert row["robust"]["linf"]["accuracy"] == value
-    for rec in run.records:  # nothing untargeted under L∞ did better
-        if rec.setting.norm == "linf" and rec.setting.target is None:
-            other, _ = report.value_at(rec.curve, result["eps"]["linf"])
-            assert other is None or other >= value
+    linf = [r for r in run.records if r.setting.norm == "linf" and r.setting.target is None]
+    assert {r.short for r in linf} == {"PGD-3 (first 48)", "FGSM (first 48)"}
+    assert row["robust"]["linf"]["attack"] == "FGSM (first 48) + PGD-3 (first 48)"
+    # Direct computation: a sample is robust unless some record fooled it at a budget <= eps.
+    fooled = [rec.curve.per_sample["fooled_at"] for rec in linf]
+    assert linf[0].curve.per_sample["index"] == linf[1].curve.per_sample["index"]
+    robust = sum(all(f is None or f > eps for f in column) for column in zip(*fooled, strict=True))
+    assert row["robust"]["linf"]["accuracy"] == robust / 48
+    assert row["robust"]["linf"]["n"] == 48
+    lo, hi = row["robust"]["linf"]["interval"]
+    assert lo <= robust / 48 <= hi
+    for rec in linf:  # never above any single record
+        value, _ = report.value_at(rec.curve, eps)
+        assert value is None or robust / 48 <= value
