@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
@@ -90,7 +90,7 @@ def _write_figures(
     if progress is not None:
         progress(0, len(tasks), "")
     for i, task in enumerate(tasks, 1):
-        with matplotlib.rc_context(RC):
+        with matplotlib.rc_context(cast(Any, RC)):
             fig = task.build()
             if fig is not None:
                 written.append(save_figure(fig, figures_dir / task.file))

@@ -307,7 +307,7 @@ def _epoch_stats(group: Group, key: str) -> tuple[list[Any], list[Stat]]:
         values = [p[epoch] for p in per_run]
         if any(v is None for v in values):
             return [], []
-        out.append(Stat([float(v) for v in values], group.seeds))
+        out.append(Stat([float(v) for v in values if v is not None], group.seeds))
     return epochs, out
 
 
@@ -342,5 +342,5 @@ def training_figure(dataset: str, model: str, groups: Sequence[Group]) -> Figure
 
 
 def _spread(ax: Axes) -> float:
-    ys = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
+    ys = [float(y) for line in ax.get_lines() for y in np.asarray(line.get_ydata()) if y > 0]
     return max(ys) / min(ys) if ys else 1.0

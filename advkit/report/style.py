@@ -74,7 +74,7 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 
 DPI = 130
 
-RC = {
+RC: dict[str, Any] = {
     "font.size": 11,
     "axes.titlesize": 11.5,
     "axes.labelsize": 11,

@@ -234,14 +234,14 @@ def _gap_point(ax: Any, i: int, k: int, rec: Any, eps: float, markers: Sequence[
 def gallery_samples(runs: Sequence[ReportRun], key: CellKey) -> dict[str, torch.Tensor] | None:
     """The gallery examples of ``runs`` in cell ``key``, concatenated (one record per run:
     the first with examples, by name)."""
-    found = []
+    found: list[dict[str, torch.Tensor]] = []
     for run in runs:
         recs = sorted(
             (r for r in run.records if r.examples is not None and _key(r) == key),
             key=lambda r: r.name,
         )
         if recs:
-            found.append(recs[0].examples)
+            found.append(recs[0].examples or {})
     if not found:
         return None
     keys = ("y", "pred_adv", "conf_clean", "conf_adv", "pred_clean")
@@ -286,7 +286,7 @@ def confidence_figure(dataset: str, key: CellKey, runs: Sequence[ReportRun]) -> 
         return None
     fig = new_figure(FIG_WIDTH, 3.8)
     ax = fig.subplots()
-    bins = np.linspace(0, 1, 11)
+    bins = [i / 10 for i in range(11)]
     ax.hist(ex["conf_clean"].numpy(), bins=bins, alpha=0.6, color="#1a7f37", label="clean")
     ax.hist(ex["conf_adv"].numpy(), bins=bins, alpha=0.6, color="#c00000", label="attacked")
     ax.set_xlabel("confidence: softmax probability of the predicted class")

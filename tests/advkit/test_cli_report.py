@@ -38,7 +38,12 @@ def test_report_of_a_parent_directory(run_root, tmp_path):
     assert lines[2].split()[:3] == ["mlp-adam", "mlp", "adam"]
     assert f"{record['curve']['accuracy'][2]:.4f}" in lines[2]
     assert "Traceback" not in result.output
-    for name in ("index.html", "summary.csv", "summary.md", "figures/comparison-digits-linf-untargeted.png"):
+    for name in (
+        "index.html",
+        "summary.csv",
+        "summary.md",
+        "figures/comparison-digits-linf-untargeted.png",
+    ):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
 
