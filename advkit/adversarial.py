@@ -47,9 +47,19 @@ FGSM_RS_STEP = 1.25
 COLLAPSE_MIN_DROP = 0.1
 
 
-def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
-    """A CPU generator for one batch's random starts, a function of (seed, epoch, batch) only."""
+def batch_generator(
+    seed: int, epoch: int, batch: int, *, shard: int = 0, shards: int = 1
+) -> torch.Generator:
+    """A CPU generator for one batch's random starts, a function of (seed, epoch, batch) only.
+
+    Under DistributedDataParallel each of ``shards`` processes crafts the
+    examples of its ``shard`` of the batch and draws from its own generator;
+    with one shard it is the single-process generator. The random starts (not
+    the samples) therefore depend on the number of processes.
+    """
     mixed = (seed * 1_000_003 + epoch * 65_537 + batch * 257 + 12_345) % (2**63 - 1)
+    if shards > 1:
+        mixed = (mixed * 31 + shards * 1_009 + shard * 7_919 + 1) % (2**63 - 1)
     return torch.Generator().manual_seed(mixed)
 
 
@@ -82,6 +92,7 @@ def training_loss(
     beta: float,
     random_start: bool,
     generator: torch.Generator,
+    attack_model: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss a training step minimizes, and the logits its accuracy is counted on.
 
@@ -89,7 +100,9 @@ def training_loss(
     adversarial batch (its logits are returned). ``trades``: clean cross-entropy
     plus ``beta`` times the KL term (the clean logits are returned). The model
     is called in whatever mode it is in (train mode in the training loop);
-    the inner attacks run it in eval mode.
+    the inner attacks run it in eval mode. ``attack_model`` (default ``model``)
+    crafts the examples: the plain module when ``model`` is its
+    DistributedDataParallel wrapper, whose forward passes are for training.
 
     Shape:
         x `(N, ...)`, y `(N,)` -> a scalar and `(N, K)`.
@@ -97,16 +110,17 @@ def training_loss(
     if mode == "none" or eps <= 0 and mode != "trades":
         logits = model(x)
         return F.cross_entropy(logits, y), logits
+    crafter = model if attack_model is None else attack_model
     if mode in ("pgd", "fgsm-rs"):
         x_adv = attacks.pgd(
-            model, x, y, eps, norm=norm, steps=steps, step_size=size,
+            crafter, x, y, eps, norm=norm, steps=steps, step_size=size,
             random_start=random_start, generator=generator,
         )  # fmt: skip
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
     if mode == "trades":
         x_adv = trades_example(
-            model, x, eps, norm=norm, steps=steps, size=size, generator=generator
+            crafter, x, eps, norm=norm, steps=steps, size=size, generator=generator
         )
         logits = model(x)
         adv_logits = model(x_adv)

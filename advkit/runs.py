@@ -133,7 +133,10 @@ PROVENANCE = ("sha256", "path", "path_from_run")
 
 
 def config_hash(config: dict) -> str:
-    """A short hash of what determines a run's result (not versions, times, device or data paths)."""
+    """A short hash of what determines a run's result.
+
+    Not versions, times, device, number of processes or data paths.
+    """
     keep = {
         k: v
         for k, v in config.items()
@@ -141,6 +144,7 @@ def config_hash(config: dict) -> str:
     }
     training = dict(keep.get("training", {}))
     training.pop("device", None)
+    training.pop("world_size", None)  # the same run on any number of processes
     keep["training"] = training
     if isinstance(keep.get("dataset"), dict):
         keep["dataset"] = {k: v for k, v in keep["dataset"].items() if k not in PROVENANCE}

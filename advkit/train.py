@@ -13,23 +13,27 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 import attacks
 import models
 from attacks import eval_mode
 
-from . import __version__, adversarial, runs
+from . import __version__, accel, adversarial, distributed, runs
 from .data import Dataset, batches, load_dataset
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 MONITORS = ("val_loss", "val_robust_acc")
+AMP = ("none", *accel.AMP)
 
 # The one table of default learning rates: per optimizer, a rate that trains
 # every course model well on digits (measured with scripts/course.py, which
@@ -82,6 +86,7 @@ class TrainConfig:
     adv_eps_warmup: int = 0  # epochs of linear eps ramp-up
     overfit_guard: float = 0.5  # stop when val robust acc < this x the best (0: off)
     monitor: str = "val_loss"  # what early stopping and the kept weights follow
+    amp: str = "none"  # autocast of the forward passes: none, bf16, fp16
 
     def resolved(self) -> TrainConfig:
         """Fill in the defaults that depend on other fields, and validate."""
@@ -151,6 +156,8 @@ def check_config(c: TrainConfig) -> None:
         raise bad("warmup_epochs", "an integer >= 0", c.warmup_epochs)
     if c.patience is not None and c.patience < 1:
         raise bad("patience", "an integer >= 1", c.patience)
+    if c.amp not in AMP:
+        raise bad("amp", f"one of {', '.join(AMP)}", c.amp)
     check_adversarial(c)
 
 
@@ -295,8 +302,14 @@ def make_config_dict(
     An adversarially trained run records its training and validation attacks
     in ``training.adversarial`` (absent for standard training, so the config
     hash of a standard run is what it was before adversarial training existed).
+    ``training.world_size`` is the number of processes (DistributedDataParallel),
+    outside the config hash: a run may be resumed on another number;
+    ``training.amp`` is there only with mixed precision.
     """
     config = _config_dict(c, data, device, out)
+    config["training"]["world_size"] = distributed.world()[1]
+    if c.amp != "none":
+        config["training"]["amp"] = c.amp
     described = adversarial.describe(c)
     if described is not None:
         config["training"]["adversarial"] = described
@@ -465,12 +478,18 @@ def train(
     c = config.resolved()
     out = Path(out)
     device = torch.device(device)
-    reporter = reporter or Reporter()
+    reporter = reporter if reporter is not None and distributed.is_main() else Reporter()
     data = dataset or load_dataset(c.dataset, data_dir=c.data_dir, seed=c.seed)
     cfg = make_config_dict(c, data, device, out)
-    continuing = _prepare_out(out, cfg, resume, force)
-    if continuing and (out / runs.SUMMARY).exists() and not (out / runs.CHECKPOINT).exists():
-        return runs.read_json(out / runs.SUMMARY)  # already complete
+    continuing, done = _on_main(_prepare, out, cfg, resume, force)
+    if done is not None:
+        return done  # already complete
+    if c.amp == "fp16" and device.type != "cuda":
+        warnings.warn(
+            f"--amp fp16 on {device.type} runs without gradient scaling (CUDA only); "
+            "bf16 has float32's range",
+            stacklevel=2,
+        )
 
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -483,22 +502,108 @@ def train(
     with torch.random.fork_rng(devices=devices):
         _set_rng_state(_seeded_states(c.seed, device), device)
         model = runs.build_model(cfg).to(device)
+        step = Step(c, model, device)
         optimizer = make_optimizer(c, model.parameters())
         scheduler = make_scheduler(c, optimizer)
         shuffle = torch.Generator().manual_seed(c.seed)
-        return _fit(
-            c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter
-        )
+        return _fit(c, cfg, data, step, optimizer, scheduler, shuffle, out, continuing, reporter)
 
 
-def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, device, reporter):
+def _prepare(out: Path, cfg: dict, resume: bool, force: bool) -> tuple[bool, dict | None]:
+    """Whether the run in ``out`` is continued, and its summary if it is already complete."""
+    continuing = _prepare_out(out, cfg, resume, force)
+    if continuing and (out / runs.SUMMARY).exists() and not (out / runs.CHECKPOINT).exists():
+        return continuing, runs.read_json(out / runs.SUMMARY)
+    return continuing, None
+
+
+def _on_main(fn, *args):
+    """``fn(*args)`` run by rank 0 alone; its result, or its exception, on every rank."""
+    if distributed.world()[1] == 1:
+        return fn(*args)
+    result: tuple[str, Any] = ("ok", None)
+    if distributed.is_main():
+        try:
+            result = ("ok", fn(*args))
+        except Exception as e:  # raised on every rank below, so none waits for rank 0
+            result = ("error", e)
+    kind, value = distributed.broadcast(result)
+    if kind == "error":
+        raise value
+    return value
+
+
+class Step:
+    """How a training step runs its forward passes, on one process or under DDP.
+
+    With a process group of W > 1 ranks, ``train_model`` is the model wrapped
+    in DistributedDataParallel (gradients averaged across ranks) and every
+    rank takes ``idx[rank::W]`` of each global batch; ``model`` stays the plain
+    module (what is saved, validated and attacked: the training examples are
+    crafted on it, outside DDP's gradient synchronization). With ``c.amp``, the
+    forward passes run under autocast and return float32 logits (the loss in
+    float32), and float16 losses are scaled on CUDA (``scaler``).
+    """
+
+    def __init__(self, c: TrainConfig, model: torch.nn.Module, device: torch.device) -> None:
+        self.rank, self.world = distributed.world()
+        self.model, self.device = model, device
+        net: torch.nn.Module = model
+        if self.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids)
+        self.train_model = accel.accelerate(net, device=device, amp=c.amp)
+        self.attack_model = accel.accelerate(model, device=device, amp=c.amp)
+        self.scaler = accel.grad_scaler(device, c.amp)
+
+    def shard(self, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """This rank's part of a global batch and the weight of its mean loss.
+
+        The weight (``len(part) * W / len(idx)``) makes DDP's average of the
+        ranks' gradients the gradient of the global batch's mean loss when the
+        parts differ in size. A rank left without samples (a last batch
+        smaller than W) runs one sample with weight 0.
+        """
+        if self.world == 1:
+            return idx, 1.0
+        part = idx[self.rank :: self.world]
+        if len(part) == 0:
+            return idx[:1], 0.0
+        return part, len(part) * self.world / len(idx)
+
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks."""
+        if self.world > 1:
+            values = values.to(self.device)
+            dist.all_reduce(values)
+        return values.cpu()
+
+    def start_epoch(self, seed: int, epoch: int) -> None:
+        """Give every rank rank 0's buffers, and ranks > 0 their own seeded generators.
+
+        Rank 0 draws dropout from the run's generator (saved in checkpoints),
+        the other ranks from one seeded by (seed, epoch, rank): a resumed run
+        draws what an uninterrupted one does.
+        """
+        if self.world == 1:
+            return
+        for buffer in self.model.buffers():
+            dist.broadcast(buffer, 0)
+        if self.rank > 0:
+            mixed = (seed * 1_000_003 + epoch * 65_537 + self.rank * 7_919 + 99) % (2**63 - 1)
+            _set_rng_state(_seeded_states(mixed, self.device), self.device)
+
+
+def _fit(c, cfg, data, step, optimizer, scheduler, shuffle, out, continuing, reporter):
+    model, device, main = step.model, step.device, distributed.is_main()
     state = {"epoch": 0, "rows": [], "best_val": math.inf, "bad_epochs": 0, "seconds": 0.0}
     state.update(best_robust=None, collapsed=None)
-    if continuing and (out / runs.CHECKPOINT).exists():
-        state = _restore(out, model, optimizer, scheduler, shuffle, device)
+    if continuing and (out / runs.CHECKPOINT).exists():  # every rank reads the same one
+        state = _restore(out, model, optimizer, scheduler, shuffle, step)
     rows = state["rows"]
-    runs.write_json(out / runs.CONFIG, cfg)
-    runs.write_jsonl(out / runs.METRICS, rows)
+    if main:
+        runs.write_json(out / runs.CONFIG, cfg)
+        runs.write_jsonl(out / runs.METRICS, rows)
     reporter.start(cfg, out, state["epoch"])
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
@@ -507,33 +612,43 @@ def _fit(c, cfg, data, model, optimizer, scheduler, shuffle, out, continuing, de
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         reporter.epoch_start(epoch + 1, c.epochs, math.ceil(len(y_train) / c.batch_size))
+        step.start_epoch(c.seed, epoch)
         loss_sum, correct = _train_epoch(
-            c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter
+            c, step, optimizer, x_train, y_train, shuffle, epoch, out, reporter
         )
         train_seconds = time.perf_counter() - t0
         scheduler.step()
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / len(y_train)}
         row["train_acc"] = correct / len(y_train)
-        row.update(_validate(c, model, data, out, epoch))
+        row.update(_on_main(_validate, c, model, data, out, epoch))
         row.update(seconds=time.perf_counter() - t0, threads=torch.get_num_threads())
         if c.adversarial != "none":
             row["train_seconds"] = train_seconds
         state["seconds"] += row["seconds"]
         rows.append(row)
         stop = _judge(c, state, row, reporter)
-        # With early stopping, model.safetensors holds the best weights; after a
-        # collapse it keeps the last good epoch's.
-        if stop != "collapsed" and (c.patience is None or state["bad_epochs"] == 0):
-            runs.save_weights(model, out / runs.WEIGHTS)
         state["epoch"] = epoch + 1
-        runs.save_checkpoint(
-            out / runs.CHECKPOINT, model, optimizer, scheduler, state, _rng_state(shuffle, device)
-        )
-        runs.write_jsonl(out / runs.METRICS, rows)
+        if main:
+            _save_epoch(c, step, optimizer, scheduler, shuffle, out, state, stop)
+        if step.world > 1:
+            dist.barrier()
         reporter.epoch_end(row)
         if stop is not None:
             break
-    return _finish(c, cfg, data, model, out, device, state, stop)
+    return _on_main(_finish, c, cfg, data, model, out, device, state, stop)
+
+
+def _save_epoch(c, step, optimizer, scheduler, shuffle, out, state, stop) -> None:
+    """Write the epoch's weights, checkpoint and metrics (rank 0)."""
+    # With early stopping, model.safetensors holds the best weights; after a
+    # collapse it keeps the last good epoch's.
+    if stop != "collapsed" and (c.patience is None or state["bad_epochs"] == 0):
+        runs.save_weights(step.model, out / runs.WEIGHTS)
+    if step.scaler.is_enabled():
+        state["scaler"] = step.scaler.state_dict()
+    rng = _rng_state(shuffle, step.device)
+    runs.save_checkpoint(out / runs.CHECKPOINT, step.model, optimizer, scheduler, state, rng)
+    runs.write_jsonl(out / runs.METRICS, state["rows"])
 
 
 def _validate(c: TrainConfig, model, data: Dataset, out: Path, epoch: int) -> dict:
@@ -590,48 +705,60 @@ def _judge(c: TrainConfig, state: dict, row: dict, reporter: Reporter) -> str | 
     return None
 
 
-def _restore(out, model, optimizer, scheduler, shuffle, device) -> dict:
+def _restore(out, model, optimizer, scheduler, shuffle, step) -> dict:
     """Load the checkpoint in ``out`` into the training objects; return its loop state."""
     ck = runs.load_checkpoint(out / runs.CHECKPOINT)
     model.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
     shuffle.set_state(ck["rng"]["shuffle"])
-    _set_rng_state(ck["rng"], device)
+    _set_rng_state(ck["rng"], step.device)
+    if "scaler" in ck["extra"] and step.scaler.is_enabled():
+        step.scaler.load_state_dict(ck["extra"]["scaler"])
     state = {"best_robust": None, "collapsed": None}
     keys = ("epoch", "rows", "best_val", "bad_epochs", "seconds", "best_robust", "collapsed")
     state.update({k: ck["extra"][k] for k in keys if k in ck["extra"]})
     return state
 
 
-def _train_epoch(c, model, optimizer, x_train, y_train, shuffle, epoch, out, reporter):
-    """One pass over the training set; returns (summed loss, correct predictions)."""
-    model.train()
-    loss_sum, correct = 0.0, 0
+def _train_epoch(c, step, optimizer, x_train, y_train, shuffle, epoch, out, reporter):
+    """One pass over the training set; returns (summed loss, correct predictions).
+
+    Under DDP the sums are over every rank's part, and every rank sees the
+    same (global) loss, so a diverging loss stops all ranks at the same batch.
+    """
+    step.train_model.train()
+    totals = torch.zeros(2, dtype=torch.float64)
     eps = adversarial.eps_at(c.adv_eps or 0.0, c.adv_eps_warmup, epoch)
     size = adversarial.step_size(c.adversarial, eps, c.adv_steps or 1, c.adv_step_size)
     for b, idx in enumerate(batches(len(y_train), c.batch_size, shuffle)):
-        idx = idx.to(x_train.device)
-        xb, yb = x_train[idx], y_train[idx]
+        part, weight = step.shard(idx)
+        part = part.to(x_train.device)
+        xb, yb = x_train[part], y_train[part]
         loss, logits = adversarial.training_loss(
-            model, xb, yb, mode=c.adversarial, eps=eps, norm=c.adv_norm, steps=c.adv_steps or 1,
-            size=size, beta=c.trades_beta or 0.0, random_start=c.adv_random_start,
-            generator=adversarial.batch_generator(c.seed, epoch, b),
+            step.train_model, xb, yb, mode=c.adversarial, eps=eps, norm=c.adv_norm,
+            steps=c.adv_steps or 1, size=size, beta=c.trades_beta or 0.0,
+            random_start=c.adv_random_start, attack_model=step.attack_model,
+            generator=adversarial.batch_generator(
+                c.seed, epoch, b, shard=step.rank, shards=step.world
+            ),
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss.item()
+        step.scaler.scale(loss if step.world == 1 else loss * weight).backward()
+        n = len(yb) if weight else 0
+        right = (logits.argmax(1) == yb).sum().item() if n else 0
+        batch = step.total(torch.tensor([loss.item() * n, right, n], dtype=torch.float64))
+        value = float(batch[0] / batch[2])
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
                 f"{_kept(out, epoch)}; try a lower --lr"
             )
-        optimizer.step()
-        batch_correct = (logits.argmax(1) == yb).sum().item()
-        loss_sum += value * len(yb)
-        correct += batch_correct
-        reporter.batch_end(value, batch_correct / len(yb))
-    return loss_sum, correct
+        step.scaler.step(optimizer)
+        step.scaler.update()
+        totals += batch[:2]
+        reporter.batch_end(value, float(batch[1] / batch[2]))
+    return float(totals[0]), int(totals[1])
 
 
 def _finish(c, cfg, data, model, out, device, state, stop) -> dict:
@@ -647,6 +774,7 @@ def _finish(c, cfg, data, model, out, device, state, stop) -> dict:
         "stopped_early": stop is not None,
         "seconds": state["seconds"],
         **runs.timing_context(device),
+        "world_size": distributed.world()[1],
         "config_hash": runs.config_hash(cfg),
     }
     if c.adversarial != "none":

@@ -17,6 +17,7 @@ from .. import distributed, runs
 from ..adversarial import MODES
 from ..data import BUILTIN, TORCHVISION, is_dataset_name
 from ..train import (
+    AMP,
     DEFAULT_GAMMA,
     DEFAULT_LR,
     MONITORS,
@@ -32,10 +33,10 @@ from .common import (
     Failure,
     device_option,
     fail_cleanly,
+    join_process_group,
     log,
     not_empty,
     one_line,
-    pick_device,
     progress,
 )
 
@@ -49,9 +50,11 @@ class BarReporter(Reporter):
     def start(self, config: dict, out, resumed_epoch: int) -> None:
         c, t = config["model"], config["training"]
         resumed = f", resuming after epoch {resumed_epoch}" if resumed_epoch else ""
+        world = t.get("world_size", 1)
+        processes = f" x {world} processes" if world > 1 else ""
         log(
             f"training {c['name']} on {config['dataset']['name']} {tuple(c['input_shape'])} "
-            f"with {config['optimizer']['name']} for {t['epochs']} epochs on {t['device']}"
+            f"with {config['optimizer']['name']} for {t['epochs']} epochs on {t['device']}{processes}"
             f" -> {out}{resumed}"
         )
 
@@ -270,6 +273,14 @@ def _options(ctx, param, value: str | None) -> dict:
 )
 @device_option
 @click.option(
+    "--amp",
+    default="none",
+    show_default=True,
+    type=click.Choice(AMP),
+    help="Mixed precision: forward passes under autocast in bf16 or fp16 (the loss in float32; "
+    "fp16 losses are scaled on CUDA).",
+)
+@click.option(
     "--out", required=True, type=click.Path(), callback=not_empty, help="Run directory to write."
 )
 @click.option(
@@ -302,6 +313,7 @@ def train_command(
     monitor,
     seed,
     device,
+    amp,
     out,
     resume,
     force,
@@ -316,6 +328,10 @@ def train_command(
     advkit train --model bncnn --optimizer adam --out runs/bncnn-adam
     advkit train --model mlp --optimizer momentum --schedule step --warmup-epochs 2 --out runs/mlp-momentum
     advkit train --model bncnn --adversarial pgd --adv-eps 0.1 --out runs/bncnn-pgd-at
+
+    Under torchrun (torchrun --nproc-per-node N -m advkit train ...) it trains
+    with DistributedDataParallel: each process takes its share of every batch
+    of --batch-size samples, and process 0 writes the run directory.
     """
     if adversarial == "none" and _typed("adv_norm"):
         raise Failure("--adv-norm applies only with --adversarial pgd, fgsm-rs or trades")
@@ -343,13 +359,11 @@ def train_command(
         trades_beta=trades_beta,
         adv_eps_warmup=adv_eps_warmup,
         monitor=monitor,
+        amp=amp,
     )
-    if distributed.launched_world_size() > 1:
-        raise Failure(
-            "advkit train does not run under torchrun yet (no DistributedDataParallel): "
-            "N processes would train N copies into one run directory; train with one process"
-        )
-    dev = pick_device(device)
+    config.resolved()  # bad settings fail before the process group is joined
+    dev = join_process_group(device)
+    main_rank = distributed.is_main()
     t0 = time.perf_counter()
     try:
         summary = train(config, out, resume=resume, force=force, device=dev, reporter=BarReporter())
@@ -364,8 +378,11 @@ def train_command(
             f"training overflowed float32 ({one_line(e)}); try a lower --lr or --weight-decay"
         ) from None
     except KeyboardInterrupt:
-        log(interrupted_message(Path(out)))
+        if main_rank:
+            log(interrupted_message(Path(out)))
         sys.exit(130)
+    if not main_rank:
+        return
     if summary.get("catastrophic_overfitting"):
         co = summary["catastrophic_overfitting"]
         log(f"catastrophic overfitting at epoch {co['epoch']}: kept epoch {co['kept_epoch']}")

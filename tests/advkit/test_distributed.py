@@ -262,10 +262,3 @@ def test_torchrun_advkit_attack_writes_the_single_process_record_once(trained, t
     assert comparable(record["curve"]) == comparable(expected["curve"])
     assert record["settings"] == expected["settings"]
     assert not list((trained / "attacks" / ".progress").glob("*"))
-
-
-def test_advkit_train_under_torchrun_is_refused_clearly(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    result = CliRunner().invoke(main, ["train", "--model", "mlp", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "does not run under torchrun" in result.output
-    assert not (tmp_path / "r").exists()
