@@ -74,6 +74,12 @@ ATTACK_SETTINGS = [
     for target in (None, "random")
 ]
 
+# The headline: the strong evaluation (APGD-CE, targeted APGD on the top classes),
+# untargeted, both norms; the report's worst case over every attack of a run rests
+# on it. --quick runs a lighter sequence.
+HEADLINE_ATTACK = "strong"
+HEADLINE_QUICK = {"steps": 20, "targets": 2, "targeted_steps": 10}
+
 # Adversarially trained runs beside the standard ones (Adam, L-inf eps 0.1 on
 # digits): PGD-AT for every model, FGSM-RS for the bncnn. Fewer epochs and PGD
 # steps than a benchmark run, so that the whole pipeline stays within 5 minutes
@@ -170,7 +176,19 @@ def plan_runs(
 
 
 def attack_settings(plan: Plan, dataset_name: str) -> list[AttackSettings]:
-    return [
+    """The teaching attacks (FGSM and PGD, every norm and target mode) and the headline."""
+    headline = [
+        AttackSettings.make(
+            attack=HEADLINE_ATTACK,
+            norm=norm,
+            epsilons=default_epsilons(dataset_name, norm),
+            limit=plan.limit,
+            seed=plan.seed,
+            **(HEADLINE_QUICK if plan.quick else {}),
+        )  # fmt: skip
+        for norm in ("linf", "l2")
+    ]
+    return headline + [
         AttackSettings.make(
             attack=attack,
             norm=norm,
