@@ -131,7 +131,9 @@ def compare_flags(
     """Flags across attacks on one model and setting: a one-shot attack beating an iterative one.
 
     Args:
-        curves: attack name -> (epsilons, accuracy), all with the same norm and target.
+        curves: attack name -> (epsilons, share of samples the attack failed on:
+            the accuracy when untargeted, 1 - success rate when targeted), all
+            with the same norm and target mode.
         iterative: attack name -> whether it iterates (takes `steps` or `queries`).
     """
     flags = []
@@ -148,7 +150,7 @@ def compare_flags(
                 flags.append(
                     flag(
                         "one-step-stronger",
-                        f"{shot} (one step) fools more samples than {name} at eps {worse[0]:g}: "
+                        f"{shot} (one step) succeeds on more samples than {name} at eps {worse[0]:g}: "
                         "the iterative attack is being misled (masked gradients, bad step size)",
                     )
                 )

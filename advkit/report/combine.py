@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..evaluate import attack_options
 from ..trust import compare_flags, wilson
 from .load import DEFAULT_SPLIT, AttackRecord, ReportRun
 from .numbers import value_at
@@ -182,11 +183,30 @@ def run_warnings(run: ReportRun) -> list[tuple[str, str]]:
     for rec in sorted(run.records, key=lambda r: r.name):
         found += [(rec.label, f["message"]) for f in rec.curve.flags]
     for key, cell in run_cells(run).items():
-        curves = {r.short: (r.curve.epsilons, r.curve.accuracy) for r in cell.records}
-        iterative = {r.short: r.setting.attack not in ONE_STEP for r in cell.records}
+        # What the attacks aim at: misclassification (untargeted), the target (targeted).
+        curves = {
+            r.short: (
+                r.curve.epsilons,
+                _not_reached(r) if r.setting.target is not None else r.curve.accuracy,
+            )
+            for r in cell.records
+        }
+        iterative = {r.short: _iterates(r.setting.attack) for r in cell.records}
         found += [(key.title, f["message"]) for f in compare_flags(curves, iterative)]
     return list(dict.fromkeys(found))
 
 
-ONE_STEP = frozenset({"fgsm"})
+def _not_reached(record: AttackRecord) -> list[float]:
+    return [1.0 - rate for rate in record.curve.success_rate]
+
+
+def _iterates(attack: str) -> bool:
+    """Whether an attack iterates (takes steps or queries), from its signature."""
+    try:
+        options = attack_options(attack)
+    except ValueError:  # an attack of a record that this advkit does not know
+        return True
+    return "steps" in options or "queries" in options
+
+
 """Attacks that take one gradient step (for the one-step-stronger check)."""
