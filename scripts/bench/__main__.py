@@ -11,6 +11,7 @@ with a function `(device, quick) -> list[Section]`, added to SUITES below.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see BENCHMARKING.md
@@ -26,20 +27,18 @@ import torch
 from advkit.devices import DEVICES, resolve_device
 from advkit.runs import write_text
 
-from . import attacks, curve, defenses, distributed, gpu, scale, train, transfer
 from .harness import Section, log, machine_line, suite_markdown, targets_table, update_document
 
 Suite = Callable[[torch.device, bool], list[Section]]
-SUITES: dict[str, Suite] = {
-    "attacks": attacks.suite,
-    "train": train.suite,
-    "scale": scale.suite,
-    "curve": curve.suite,
-    "transfer": transfer.suite,
-    "defenses": defenses.suite,
-    "distributed": distributed.suite,
-    "gpu": gpu.suite,
-}
+# Suite name -> its module in this package, imported only when it runs: a suite's
+# peer libraries (torchattacks, pyautoattack) need not be installed to run another.
+SUITES = ("attacks", "train", "scale", "curve", "transfer", "defenses", "distributed", "gpu")
+
+
+def load_suite(name: str) -> Suite:
+    return importlib.import_module(f"{__package__}.{name}").suite
+
+
 NEW_DOCUMENT = "# advkit benchmarks\n\nMethodology: see BENCHMARKS.md in the repository.\n"
 
 
@@ -63,7 +62,7 @@ def main(
     for name in only or SUITES:
         log(f"suite {name}: {machine_line(dev)}")
         started = time.perf_counter()
-        sections = SUITES[name](dev, quick)
+        sections = load_suite(name)(dev, quick)
         seconds = time.perf_counter() - started
         regions[f"targets-{name}"] = targets_table(sections)
         regions[name] = suite_markdown(sections, machine_line(dev), command, seconds)

@@ -103,7 +103,7 @@ def _training_rows(device, x, y, repeats, sync) -> list[Row]:
             model = model.to(memory_format=torch.channels_last)
         xb = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         steps[name] = _train(model, xb, y, device, amp)
-    times = interleaved(steps, repeats=repeats * 3, sync=sync)
+    times = interleaved(steps, repeats=repeats * 3, max_repeats=repeats * 6, sync=sync)
     fp32 = [BATCH / t for t in times["fp32"]]
     rows = [Row("training fp32", fp32, "samples/s")]
     for name in ("bf16", "bf16 + channels_last"):
