@@ -21,7 +21,7 @@ from .canvas import new_figure
 from .figures import _mark_eps, _style_curve_axes
 from .load import AttackRecord, ReportRun
 from .numbers import EpsChoice
-from .style import FIG_WIDTH, eps_text, fmt
+from .style import FIG_WIDTH, eps_text, fmt, norm_name
 
 _NOT_IDENTITY = ("defense", "adaptive")
 
@@ -55,7 +55,7 @@ class DefensePair:
     @property
     def title(self) -> str:
         first = self.naive or self.adaptive[0]
-        return f"{self.run.label}, defense {self.defense}: {first.short} {first.setting.title}"
+        return f"{self.run.label}, defense {self.defense}: {first.short} {norm_name(self.norm)}"
 
 
 def adaptive_name(record: AttackRecord) -> str:
@@ -142,7 +142,8 @@ def defense_rows(pairs: Sequence[DefensePair], eps: dict[str, float]) -> list[li
         e = eps.get(p.norm)
         if e is None:
             continue
-        for a in p.adaptive or [None]:
+        adaptive: list[AttackRecord | None] = list(p.adaptive) or [None]
+        for a in adaptive:
             rows.append([
                 p.run.label, p.defense, p.attack, f"{eps_text(e)}",
                 _value(at_eps(p.naive, e)),

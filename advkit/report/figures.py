@@ -165,12 +165,12 @@ def legend_models_optimizers(
     if trainings:
         handles.append(Line2D([], [], color="#555555", marker="o", linewidth=3.2,
                               markerfacecolor="white", markeredgewidth=1.6))  # fmt: skip
-        labels.append("adversarially trained: " + ", ".join(trainings))
+        labels.append("adversarially trained")
     fig.legend(
         handles,
         labels,
         loc="outside lower center",
-        ncol=min(4, max(1, len(handles))),
+        ncol=min(3 if trainings else 4, max(1, len(handles))),
         frameon=False,
         handlelength=3.2,
     )
@@ -310,7 +310,7 @@ _TRAINING_PANELS = (
     ("train_loss", "training loss (log scale)"),
     ("val_loss", "validation loss (log scale)"),
     ("val_acc", "validation accuracy (clean)"),
-    ("val_robust_acc", "validation robust accuracy (training's attack)"),
+    ("val_robust_acc", "robust validation accuracy"),
     ("lr", "learning rate at the start of the epoch"),
 )
 
@@ -340,7 +340,7 @@ def _training_panel(ax: Axes, key: str, title: str, groups: Sequence[Group], col
                 **optimizer_style(g.optimizer), **trained_style(g))  # fmt: skip
         collapsed = [r.collapsed for r in g.runs if r.collapsed]
         if key == "val_robust_acc" and collapsed:
-            at = collapsed[0].get("epoch")
+            at = float(collapsed[0].get("epoch") or 0)
             ax.axvline(at, color="#c00000", linestyle=":", linewidth=1.2)
             ax.annotate("catastrophic overfitting", (at, 0.05), color="#c00000", fontsize=8,
                         rotation=90, ha="right", va="bottom")  # fmt: skip

@@ -76,7 +76,7 @@ def transfer_figure(dataset: str, records: Sequence[TransferRecord]) -> Figure |
     cols = min(2, n)
     rows = (n + cols - 1) // cols
     sizes = max(len(r.sources) for r in records)
-    fig = new_figure(FIG_WIDTH, (1.3 + 0.55 * sizes) * rows + 0.9)
+    fig = new_figure(FIG_WIDTH, (1.2 + 0.42 * sizes) * rows + 1.0)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     image = None
     for ax, rec in zip(axes, records, strict=False):
@@ -99,8 +99,8 @@ def transfer_figure(dataset: str, records: Sequence[TransferRecord]) -> Figure |
         fig.colorbar(image, ax=axes[:n].tolist(), label="victim accuracy", shrink=0.85)
     fig.supxlabel("victim", fontsize=10)
     fig.supylabel("source (crafted on)", fontsize=10)
-    fig.suptitle(f"{dataset}: transfer, {records[0].n_samples} samples per cell (8-bit images); "
-                 "red frame: white-box (victim is, or is part of, the source)")  # fmt: skip
+    fig.suptitle(f"{dataset}: transfer, {records[0].n_samples} samples per cell (8-bit images)\n"
+                 "red frame: white-box (the victim is, or is part of, the source)")  # fmt: skip
     return fig
 
 
