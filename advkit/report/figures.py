@@ -170,7 +170,7 @@ def legend_models_optimizers(
         handles,
         labels,
         loc="outside lower center",
-        ncol=min(3 if trainings else 4, max(1, len(handles))),
+        ncol=min(3, max(1, len(handles))),
         frameon=False,
         handlelength=3.2,
     )
