@@ -150,20 +150,27 @@ def attack_figure(record: dict[str, Any], examples: dict[str, torch.Tensor] | No
     return fig
 
 
-def legend_models_optimizers(fig: Figure, models: Sequence[str], optimizers: Sequence[str]) -> None:
+def legend_models_optimizers(
+    fig: Figure, models: Sequence[str], optimizers: Sequence[str],
+    trainings: Sequence[str] = (),
+) -> None:  # fmt: skip
     """One legend below the figure: each model once (its colour), each optimizer once
-    (its line style and marker, in grey)."""
+    (its line style and marker, in grey), adversarial training once (thick, hollow)."""
     handles = [Line2D([], [], color=model_color(m), linewidth=3) for m in models]
     handles += [
         Line2D([], [], color="#555555", linewidth=1.6, markersize=6, **optimizer_style(o))
         for o in optimizers
     ]
     labels = [f"model {m}" for m in models] + [f"optimizer {o}" for o in optimizers]
+    if trainings:
+        handles.append(Line2D([], [], color="#555555", marker="o", linewidth=3.2,
+                              markerfacecolor="white", markeredgewidth=1.6))  # fmt: skip
+        labels.append("adversarially trained")
     fig.legend(
         handles,
         labels,
         loc="outside lower center",
-        ncol=min(4, max(1, len(handles))),
+        ncol=min(3, max(1, len(handles))),
         frameon=False,
         handlelength=3.2,
     )
@@ -213,7 +220,8 @@ def robustness_figure(
         color, style = model_color(g.model), optimizer_style(g.optimizer)
         ax.fill_between(xs, [s.band[0] for s in stats], [s.band[1] for s in stats],
                         color=color, alpha=0.12, linewidth=0)  # fmt: skip
-        ax.plot(xs, [s.mean for s in stats], color=color, linewidth=1.8, markersize=5, **style)
+        ax.plot(xs, [s.mean for s in stats], color=color, markersize=5,
+                **style, **trained_style(g))  # fmt: skip
     _style_curve_axes(ax, key.norm, "robust accuracy (worst case over attacks)")
     if chosen is not None:
         _mark_eps(ax, chosen.eps)
@@ -227,8 +235,16 @@ def robustness_figure(
     legend_models_optimizers(
         fig, ordered({g.model for g in shown}, MODEL_ORDER),
         ordered({g.optimizer for g in shown}, OPTIMIZER_ORDER),
+        trainings=sorted({g.training for g in shown if g.adversarial}),
     )  # fmt: skip
     return fig
+
+
+def trained_style(group: Group) -> dict[str, Any]:
+    """Standard training: a plain line; adversarial training: thick, hollow markers."""
+    if not group.adversarial:
+        return {"linewidth": 1.8}
+    return {"linewidth": 3.2, "markerfacecolor": "white", "markeredgewidth": 1.6}
 
 
 def _heat_text(stat: Stat) -> str:
@@ -244,12 +260,12 @@ def comparison_figure(
     """Models (rows) x optimizers (columns): the worst-case robust accuracy at ε* in
     cell ``key``, mean over seeds; the cell text gives the 95% interval (one seed)
     or the seeds' range. A colour bar beside it."""
-    models = ordered({g.model for g in groups}, MODEL_ORDER)
+    models = list(dict.fromkeys(g.row for g in sorted(groups, key=lambda g: g.sort_key())))
     optimizers = ordered({g.optimizer for g in groups}, OPTIMIZER_ORDER)
     values = np.full((len(models), len(optimizers)), np.nan)
     texts: dict[tuple[int, int], str] = {}
     for g in groups:
-        i, j = models.index(g.model), optimizers.index(g.optimizer)
+        i, j = models.index(g.row), optimizers.index(g.optimizer)
         stat = cell_stat(g, key, choice.eps)
         if stat is not None and (i, j) not in texts:
             values[i, j], texts[(i, j)] = stat.mean, _heat_text(stat)
@@ -274,8 +290,8 @@ def heatmap(
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
     for label in ax.get_yticklabels():
-        if label.get_text() in MODEL_ORDER:
-            label.set_color(model_color(label.get_text()))
+        if label.get_text().split(" · ")[0] in MODEL_ORDER:
+            label.set_color(model_color(label.get_text().split(" · ")[0]))
             label.set_fontweight("bold")
     ax.tick_params(length=0)
     for i in range(values.shape[0]):
@@ -291,10 +307,11 @@ def heatmap(
 
 
 _TRAINING_PANELS = (
-    ((0, 0), "train_loss", "training loss (log scale)"),
-    ((0, 1), "val_loss", "validation loss (log scale)"),
-    ((1, 0), "val_acc", "validation accuracy"),
-    ((1, 1), "lr", "learning rate at the start of the epoch"),
+    ("train_loss", "training loss (log scale)"),
+    ("val_loss", "validation loss (log scale)"),
+    ("val_acc", "validation accuracy (clean)"),
+    ("val_robust_acc", "robust validation accuracy"),
+    ("lr", "learning rate at the start of the epoch"),
 )
 
 
@@ -311,33 +328,50 @@ def _epoch_stats(group: Group, key: str) -> tuple[list[Any], list[Stat]]:
     return epochs, out
 
 
+def _training_panel(ax: Axes, key: str, title: str, groups: Sequence[Group], color: str) -> None:
+    for g in groups:
+        epochs, stats = _epoch_stats(g, key)
+        if not epochs:
+            continue
+        if len(g.runs) > 1:
+            ax.fill_between(epochs, [s.lo for s in stats], [s.hi for s in stats],
+                            color=color, alpha=0.15, linewidth=0)  # fmt: skip
+        ax.plot(epochs, [s.mean for s in stats], color=color, markersize=4,
+                **optimizer_style(g.optimizer), **trained_style(g))  # fmt: skip
+        collapsed = [r.collapsed for r in g.runs if r.collapsed]
+        if key == "val_robust_acc" and collapsed:
+            at = float(collapsed[0].get("epoch") or 0)
+            ax.axvline(at, color="#c00000", linestyle=":", linewidth=1.2)
+            ax.annotate("catastrophic overfitting", (at, 0.05), color="#c00000", fontsize=8,
+                        rotation=90, ha="right", va="bottom")  # fmt: skip
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    if key.endswith("loss") or (key == "lr" and _spread(ax) > 10):
+        ax.set_yscale("log")
+
+
 def training_figure(dataset: str, model: str, groups: Sequence[Group]) -> Figure:
-    """Losses (log scale), validation accuracy and learning rate per epoch of one
-    model's groups on one dataset: line = mean over seeds, band = their range."""
-    fig = new_figure(FIG_WIDTH, 6.6)
-    axes = fig.subplots(2, 2)
-    color = model_color(model)
-    for (r, c), key, title in _TRAINING_PANELS:
-        ax = axes[r, c]
-        for g in groups:
-            epochs, stats = _epoch_stats(g, key)
-            if not epochs:
-                continue
-            if len(g.runs) > 1:
-                ax.fill_between(epochs, [s.lo for s in stats], [s.hi for s in stats],
-                                color=color, alpha=0.15, linewidth=0)  # fmt: skip
-            ax.plot(epochs, [s.mean for s in stats], color=color, linewidth=1.6,
-                    markersize=4, **optimizer_style(g.optimizer))  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-        if key.endswith("loss") or (key == "lr" and _spread(ax) > 10):
-            ax.set_yscale("log")
+    """Losses (log scale), validation accuracy (clean and, for adversarially trained
+    runs, robust) and learning rate per epoch of one model's groups on one dataset:
+    line = mean over seeds, band = their range; adversarial training drawn thick."""
+    robust = any("val_robust_acc" in e.values for g in groups for r in g.runs for e in r.epochs)
+    panels = [p for p in _TRAINING_PANELS if robust or p[0] != "val_robust_acc"]
+    rows = (len(panels) + 1) // 2
+    fig = new_figure(FIG_WIDTH, 3.3 * rows)
+    axes = fig.subplots(rows, 2, squeeze=False).flatten()
+    for ax, (key, title) in zip(axes, panels, strict=False):
+        _training_panel(ax, key, title, groups, model_color(model))
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     seeds = max((len(g.runs) for g in groups), default=1)
     extra = "" if seeds == 1 else "; line: mean over seeds, band: their range"
     fig.suptitle(f"{dataset}: training of {model}{extra}")
-    legend_models_optimizers(fig, [model], ordered({g.optimizer for g in groups}, OPTIMIZER_ORDER))
+    legend_models_optimizers(
+        fig, [model], ordered({g.optimizer for g in groups}, OPTIMIZER_ORDER),
+        trainings=sorted({g.training for g in groups if g.adversarial}),
+    )  # fmt: skip
     return fig
 
 

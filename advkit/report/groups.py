@@ -62,6 +62,21 @@ class Group:
         return self.first.dataset
 
     @property
+    def adversarial(self) -> bool:
+        """Whether the group was trained adversarially."""
+        return self.first.adversarial is not None
+
+    @property
+    def training(self) -> str:
+        """``standard`` or the training attack (``PGD-AT ε=0.1``)."""
+        return self.first.training
+
+    @property
+    def row(self) -> str:
+        """The model, with the training attack when adversarially trained."""
+        return f"{self.model} · {self.training}" if self.adversarial else self.model
+
+    @property
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
 
@@ -73,7 +88,10 @@ class Group:
         return f"{plural(len(self.runs), 'seed')} ({', '.join(map(str, self.seeds))})"
 
     def sort_key(self) -> tuple:
-        return (rank(self.model, MODEL_ORDER), rank(self.optimizer, OPTIMIZER_ORDER), self.label)
+        return (
+            rank(self.model, MODEL_ORDER), self.adversarial,
+            rank(self.optimizer, OPTIMIZER_ORDER), self.label,
+        )  # fmt: skip
 
 
 @dataclass
@@ -120,7 +138,7 @@ def group_runs(report_runs: Sequence[ReportRun]) -> list[Group]:
 def _label(groups: list[Group]) -> None:
     """``mlp · adam``; when two groups of one dataset share it, their run names instead."""
     for g in groups:
-        g.label = f"{g.model} · {g.optimizer}"
+        g.label = g.first.label
     seen: dict[tuple[str, str], int] = {}
     for g in groups:
         seen[(g.dataset, g.label)] = seen.get((g.dataset, g.label), 0) + 1

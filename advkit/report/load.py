@@ -175,12 +175,53 @@ class ReportRun:
     """The run's ``config.json``, as read."""
     seed: int = 0
     """The training seed (split, initialization, shuffling)."""
+    defended: list[AttackRecord] = field(default_factory=list)
+    """Records of the model wrapped in a passive defense (a different model: never
+    merged into this run's worst case; see `advkit.report.defense`)."""
+    transfers: list[Any] = field(default_factory=list)
+    """The `advkit.transfer.TransferRecord` files in ``transfers/``."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """The run's ``summary.json`` (empty when training did not finish)."""
+
+    @property
+    def adversarial(self) -> dict[str, Any] | None:
+        """The training attack of an adversarially trained run (``config.json``), else None."""
+        found = (self.config.get("training") or {}).get("adversarial")
+        return (
+            found if isinstance(found, dict) and found.get("mode") not in (None, "none") else None
+        )
+
+    @property
+    def training(self) -> str:
+        """``standard``, or the training attack: ``PGD-AT ε=0.1``, ``TRADES L2 ε=0.5``."""
+        return training_label(self.adversarial)
+
+    @property
+    def collapsed(self) -> dict[str, Any] | None:
+        """Catastrophic overfitting that stopped the run (``summary.json``), else None."""
+        found = self.summary.get("catastrophic_overfitting")
+        return found if isinstance(found, dict) else None
 
     @property
     def label(self) -> str:
-        """Label: the run name, plus model and optimizer only when the name lacks them."""
-        missing = [v for v in (self.model, self.optimizer) if v not in self.name]
-        return f"{self.name} ({', '.join(missing)})" if missing else self.name
+        """``bncnn · adam``, ``bncnn · adam · PGD-AT ε=0.1``."""
+        parts = [self.model, self.optimizer]
+        return " · ".join(parts + ([self.training] if self.adversarial else []))
+
+
+_AT_NAMES = {"pgd": "PGD-AT", "fgsm-rs": "FGSM-RS-AT", "trades": "TRADES"}
+
+
+def training_label(adversarial: dict[str, Any] | None) -> str:
+    """``standard`` or ``PGD-AT ε=0.1`` (the norm named when it is not L∞)."""
+    if not adversarial:
+        return "standard"
+    mode = str(adversarial.get("mode"))
+    name = _AT_NAMES.get(mode, f"{mode.upper()}-AT")
+    norm = adversarial.get("norm", "linf")
+    eps = adversarial.get("eps")
+    norm_part = "" if norm == "linf" else f" {norm_name(str(norm))}"
+    return f"{name}{norm_part} ε={eps:g}" if is_number(eps) else f"{name}{norm_part}"
 
 
 def is_number(value: Any) -> bool:
@@ -361,8 +402,9 @@ def load_report_run(path: str | Path) -> ReportRun:
         notes.append(
             f"training did not finish ({len(metrics)} epochs in metrics.jsonl, no summary.json)"
         )
-    records = [_read_record(file, notes) for file in sorted((path / "attacks").glob("*.json"))]
-    if not records:
+    read = [_read_record(file, notes) for file in sorted((path / "attacks").glob("*.json"))]
+    records = [r for r in read if not defended(r)]
+    if not read:
         notes.append(f"no attacks yet (run: advkit attack {path} --attack pgd --norm linf)")
     schedule = config.get("schedule") or {}
     return ReportRun(
@@ -383,7 +425,24 @@ def load_report_run(path: str | Path) -> ReportRun:
         notes=notes,
         config=config,
         seed=_seed(config),
+        defended=[r for r in read if defended(r)],
+        transfers=_read_transfers(path),
+        summary=summary or {},
     )
+
+
+def defended(record: AttackRecord) -> bool:
+    """Whether the record attacked the model wrapped in a passive defense."""
+    return record.stored is not None and record.stored.settings.defense is not None
+
+
+def _read_transfers(path: Path) -> list[Any]:
+    from ..transfer import TRANSFER_DIR, read_record
+
+    try:
+        return [read_record(f) for f in sorted((path / TRANSFER_DIR).glob("transfer-*.json"))]
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
 
 def _seed(config: dict[str, Any]) -> int:

@@ -15,7 +15,7 @@ from .. import __version__
 from .groups import Group
 from .load import ReportRun
 from .numbers import EpsChoice
-from .plan import HOOKS, SECTIONS, Task
+from .plan import SECTIONS, Task
 from .results import (
     Table,
     combined_table,
@@ -25,6 +25,7 @@ from .results import (
     stage_table,
     warnings_list,
 )
+from .sections import extra_sections
 from .style import eps_text, model_color, norm_name, safe
 from .views import wrong_share
 
@@ -95,6 +96,7 @@ def _dataset(name: str, groups: Sequence[Group], chosen: dict[str, EpsChoice],
         "sections": {s: [_figure(t) for t in mine if t.section == s] for s in SECTIONS},
         "gallery_words": _gallery_words(groups, chosen, galleries),
         "share": _shares(runs),
+        **extra_sections(groups, chosen),
     }
 
 
@@ -122,7 +124,6 @@ def render_page(
         samples=sample_sentence(report_runs),
         all_curves=all_curves,
         notes=notes,
-        hooks=HOOKS,
         model_swatches=[
             {"name": m, "color": model_color(m)} for m in sorted({r.model for r in report_runs})
         ],

@@ -13,12 +13,15 @@ from functools import partial
 from matplotlib.figure import Figure
 
 from .combine import CellKey, run_cells
+from .defense import defense_figure, defense_pairs
 from .figures import comparison_figure, robustness_figure, training_figure
 from .gallery import gallery_figure, gallery_records, gallery_run
 from .groups import Group
 from .load import ReportRun
 from .numbers import EpsChoice
 from .style import MODEL_ORDER, ordered, safe
+from .trained import has_adversarial, side_by_side_figure, tradeoff_figure
+from .transfers import dataset_transfers, transfer_figure
 from .views import (
     breaking_figure,
     confidence_figure,
@@ -30,18 +33,18 @@ from .views import (
 SECTIONS = (
     "comparison",
     "curves",
+    "adversarial",
     "gaps",
     "per-class",
     "breaking",
     "confusion",
     "confidence",
     "training",
+    "defenses",
+    "transfer",
     "gallery",
 )
 """Figure sections of each dataset, in page order."""
-
-HOOKS = ("defenses", "transfer")
-"""Sections reserved for defended runs and transfer matrices (not drawn yet)."""
 
 
 @dataclass
@@ -144,6 +147,45 @@ def _training_and_gallery(
     return tasks
 
 
+def _robust_training(
+    name: str, slug: str, groups: Sequence[Group], chosen: dict[str, EpsChoice]
+) -> list[Task]:
+    """Standard vs adversarially trained per model, and the trade-off scatter."""
+    if not has_adversarial(groups):
+        return []
+    tasks = []
+    for key in headline_cells(dataset_cells(groups)):
+        choice = chosen.get(key.norm)
+        if choice is None:
+            continue
+        f = f"{slug}-{key.slug}"
+        tasks.append(Task(f"tradeoff-{f}.png", "adversarial", f"{name}: clean vs robust, {key.title}",
+                          partial(tradeoff_figure, name, key, groups, choice), dataset=name))  # fmt: skip
+        for model in ordered({g.model for g in groups if g.adversarial}, MODEL_ORDER):
+            tasks.append(Task(
+                f"at-vs-standard-{f}-{safe(model)}.png", "adversarial",
+                f"{name}: {model}, standard vs adversarial training, {key.title}",
+                partial(side_by_side_figure, name, key, model, groups, choice), dataset=name,
+            ))  # fmt: skip
+    return tasks
+
+
+def _defenses_and_transfer(
+    name: str, slug: str, groups: Sequence[Group], chosen: dict[str, EpsChoice]
+) -> list[Task]:
+    runs = [r for g in groups for r in g.runs]
+    tasks = [
+        Task(f"defense-{slug}-{safe(p.run.name)}-{i}.png", "defenses", f"{name}: {p.title}",
+             partial(defense_figure, p, chosen.get(p.norm)), dataset=name)
+        for i, p in enumerate(defense_pairs(runs), 1)
+    ]  # fmt: skip
+    records = dataset_transfers(runs)
+    if records:
+        tasks.append(Task(f"transfer-{slug}.png", "transfer", f"{name}: transfer matrices",
+                          partial(transfer_figure, name, records), dataset=name))  # fmt: skip
+    return tasks
+
+
 def plan(datasets: dict[str, list[Group]], chosen: dict[str, dict[str, EpsChoice]]) -> list[Task]:
     """The figures of a report, dataset by dataset, in page order."""
     tasks: list[Task] = []
@@ -151,6 +193,8 @@ def plan(datasets: dict[str, list[Group]], chosen: dict[str, dict[str, EpsChoice
         slug = safe(name)
         mine = _views(name, slug, groups, chosen.get(name, {}))
         mine += _training_and_gallery(name, slug, groups, chosen.get(name, {}))
+        mine += _robust_training(name, slug, groups, chosen.get(name, {}))
+        mine += _defenses_and_transfer(name, slug, groups, chosen.get(name, {}))
         order = {s: i for i, s in enumerate(SECTIONS)}
         tasks += sorted(mine, key=lambda t: order[t.section])
     return tasks

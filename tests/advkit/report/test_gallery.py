@@ -27,4 +27,4 @@ def test_gallery_figure_draws_three_rows_per_example(run_root):
     assert len(ax.get_images()) == 3 * n
     text = " ".join(t.get_text() for t in ax.texts)
     assert "‖δ‖₂" in text and "clean" in text and f"ε = {rec.examples_eps:g}" in text
-    assert "mlp-adam: PGD L2 untargeted" in text
+    assert "mlp · adam: PGD L2 untargeted" in text
