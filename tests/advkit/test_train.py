@@ -1,6 +1,7 @@
 """Training: every optimizer and schedule trains, runs are reproducible and resumable."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -199,3 +200,24 @@ def test_training_on_the_cpu_seeds_no_cuda_generator(tmp_path, small_digits):
     if initialized:
         after = torch.cuda.get_rng_state_all()
         assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_a_non_finite_validation_loss_stops_like_a_diverging_loss(
+    tmp_path, small_digits, monkeypatch
+):
+    import advkit.train
+
+    real = advkit.train.evaluate
+    calls = []
+
+    def inf_at_second_epoch(*args, **kwargs):
+        calls.append(1)
+        loss, acc = real(*args, **kwargs)
+        return (math.inf, acc) if len(calls) == 2 else (loss, acc)
+
+    monkeypatch.setattr(advkit.train, "evaluate", inf_at_second_epoch)
+    out = tmp_path / "r"
+    with pytest.raises(TrainingDiverged, match="epoch 2"):
+        train(TrainConfig(model="mlp", epochs=3), out, dataset=small_digits)
+    assert len(runs.read_jsonl(out / runs.METRICS)) == 1
+    assert runs.load_checkpoint(out / runs.CHECKPOINT)["extra"]["epoch"] == 1
