@@ -444,3 +444,51 @@ def test_a_part_of_the_data_with_its_sample_ids_gives_those_samples_results(mode
     part = robustness_curve(model, x[ids], y[ids], EPSILONS, target=target, steps=3, sample_ids=ids)
     for key in ("fooled_at", "reached_at", *(["target"] if target else [])):
         assert part.per_sample[key] == whole.per_sample[key][7:19], key
+
+
+# --- bad data and bad arguments: a ValueError naming the argument, never a number --------
+
+
+@pytest.mark.parametrize("epsilons", [[0.0], [0.0, 0.1]], ids=["eps-0-only", "eps-0-and-0.1"])
+@pytest.mark.parametrize("attack", ["pgd", "fgsm"])
+def test_robustness_curve_refuses_bad_data(tiny_net, bad_data, attack, epsilons):
+    x, y, options, message = bad_data
+    with pytest.raises(ValueError, match=message):
+        robustness_curve(tiny_net, x, y, epsilons, attack=attack, **options)
+
+
+@pytest.mark.parametrize(
+    "part, kw, message",
+    [
+        (slice(0, 0), {}, "N >= 1"),  # an empty data set
+        (None, {"target": 0, "epsilons": [0.0]}, None),  # fine: some samples are left
+        ("label-0", {"target": 0}, "leaves no sample"),
+        (None, {"epsilons": [0.0, 1e30]}, "epsilons must be at most"),
+        (None, {"step_size": 1e30}, "step_size must be at most"),
+        (None, {"seed": 2**70}, "seed"),
+        (None, {"target": 2**70}, "target"),
+        (None, {"epsilons": [0.0], "clip": (1.0, 0.0)}, "clip"),
+    ],
+    ids=[
+        "empty",
+        "target-ok",
+        "target-is-every-label",
+        "huge-eps",
+        "huge-step",
+        "huge-seed",
+        "huge-target",
+        "bad-clip",
+    ],
+)
+def test_robustness_curve_refuses_bad_arguments(tiny_net, tiny_data, part, kw, message):
+    x, y = tiny_data
+    if part == "label-0":
+        x, y = x[y == 0], y[y == 0]
+    elif part is not None:
+        x, y = x[part], y[part]
+    kw = {"epsilons": [0.0, 0.1], **kw}
+    if message is None:
+        assert robustness_curve(tiny_net, x, y, **kw).n_excluded == int((y == 0).sum())
+        return
+    with pytest.raises(ValueError, match=message):
+        robustness_curve(tiny_net, x, y, **kw)
