@@ -391,7 +391,12 @@ def test_breaking_budgets_of_a_linear_model_match_the_closed_form(norm, method):
     assert is_monotone(curve)
 
 
-@pytest.mark.parametrize("attack", ["pgd", "apgd", "square", "mifgsm", "strong"])
+@pytest.mark.parametrize(
+    "attack",
+    # square (queries) and strong (a sequence of attacks) take seconds: in the full suite.
+    ["pgd", "apgd", pytest.param("square", marks=pytest.mark.slow), "mifgsm"]
+    + [pytest.param("strong", marks=pytest.mark.slow)],
+)
 def test_curve_and_per_sample_results_do_not_depend_on_batch_size_or_order(attack):
     model = Exact(8)
     n = 40

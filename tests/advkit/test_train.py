@@ -16,7 +16,11 @@ from advkit import load_run, runs
 from advkit.train import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingDiverged, make_scheduler, train
 
 
-@pytest.mark.parametrize("model", models.available())
+@pytest.mark.parametrize(
+    "model",
+    # The MLP in the fast suite; the larger models train for seconds each.
+    [m if m == "mlp" else pytest.param(m, marks=pytest.mark.slow) for m in models.available()],
+)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_and_schedule_lowers_the_loss(tmp_path, small_digits, model, optimizer):
     for schedule in SCHEDULES:
@@ -151,6 +155,7 @@ def _train_cmd(out, epochs, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     subprocess.run(_train_cmd(tmp_path / "full", 5), env=env, check=True, capture_output=True)

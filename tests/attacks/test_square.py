@@ -49,6 +49,7 @@ def test_square_fools_an_image_model_without_gradients(norm, eps):
     assert fooled >= pgd_fooled / 3 and fooled >= 8
 
 
+@pytest.mark.slow  # runs the reference implementation too
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.05), ("l2", 0.5)])
 def test_square_is_at_least_as_strong_as_the_reference_implementation(norm, eps):
     from pyautoattack.square import SquareAttack
