@@ -11,7 +11,6 @@ from PIL import Image
 from advkit import report, runs
 
 
-@pytest.mark.slow  # builds a whole report
 def test_every_expected_file_is_written(built, records):
     out, result, calls = built
     names = {p.name for p in (out / "figures").iterdir()}
@@ -32,7 +31,6 @@ def test_every_expected_file_is_written(built, records):
     assert not list(out.rglob("*.tmp"))
 
 
-@pytest.mark.slow  # builds a whole report
 def test_unfinished_run_without_attacks_is_reported_with_notes(built):
     out, result, _ = built
     notes = [n for n in result["notes"] if n.startswith("mlp-momentum:")]
@@ -43,7 +41,7 @@ def test_unfinished_run_without_attacks_is_reported_with_notes(built):
     assert row["test_accuracy"] is None and row["epochs"] == 2 and row["robust"] == {}
 
 
-@pytest.mark.slow  # builds a whole report
+@pytest.mark.slow  # builds another whole report
 def test_a_given_eps_off_the_grid_is_interpolated_and_marked(run_root, tmp_path):
     result = report.build_report(
         [run_root / "mlp-adam", run_root / "mlp-sgd"], tmp_path, eps_linf=0.15, eps_l2=0.5
@@ -104,7 +102,7 @@ def test_bad_input_names_the_path_and_writes_nothing(run_root, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.slow  # builds a whole report
+@pytest.mark.slow  # builds another whole report
 def test_interrupted_report_leaves_only_complete_files(run_root, tmp_path, monkeypatch):
     out = tmp_path / "report"
     original = Figure.savefig
