@@ -11,6 +11,7 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.mark.slow  # 300 queries on 400 samples, twice
 @pytest.mark.parametrize("norm", attacks.NORMS)
 def test_square_fools_a_linear_model_wherever_the_budget_exceeds_the_margin(linear_problem, norm):
     # The budget needed to flip a sample is its margin over the dual norm of w_1 - w_0;
