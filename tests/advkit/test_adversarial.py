@@ -8,10 +8,8 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 
 from advkit import adversarial, load_run, runs
-from advkit.cli import main
 from advkit.train import TrainConfig, train
 
 EPS = 0.15
@@ -104,10 +102,8 @@ def test_eps_ramps_up_linearly():
         (["--adversarial", "pgd", "--adv-eps", "0.1", "--adv-eps-warmup", "3"], "adv_eps_warmup"),
     ],
 )
-def test_inconsistent_adversarial_options_are_refused(tmp_path, args, message):
-    result = CliRunner().invoke(
-        main, ["train", "--model", "mlp", "--epochs", "2", "--out", str(tmp_path / "r"), *args]
-    )
+def test_inconsistent_adversarial_options_are_refused(tmp_path, args, message, cli):
+    result = cli("train", "--model", "mlp", "--epochs", "2", "--out", tmp_path / "r", *args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()

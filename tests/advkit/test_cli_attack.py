@@ -1,24 +1,28 @@
-"""``advkit attack`` through click's CliRunner, on a real (tiny) trained run."""
+"""``advkit attack`` through click's CliRunner, on a real (tiny) trained run.
+
+Every bad input ends in one ``Error:`` line and exit status 2, never a traceback and
+never a wrong number; an interrupted or killed attack never leaves a half-written file.
+"""
 
 import json
 import pickle
 import re
 import shutil
+import signal
 
+import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
+import models
 from advkit import runs
-from advkit.cli import main
 from advkit.cli.attack import parse_epsilons
+from advkit.records import AttackSettings
 from advkit.train import TrainConfig, train
 
 FAST = ["--limit", "40", "--steps", "3"]
 EPSILONS = {"linf": [0.0, 0.1, 0.2], "l2": [0.0, 0.5, 1.0]}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk and its CRC: the last 8 bytes of a whole PNG
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +39,6 @@ def run(trained, tmp_path):
     return shutil.copytree(trained, tmp_path / "mlp-adam")
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, ["attack", *map(str, args)])
-
-
 def record_file(run, prefix):
     """The one record whose name is `prefix` followed by its identity hash."""
     (path,) = [
@@ -49,25 +49,22 @@ def record_file(run, prefix):
     return path
 
 
-def is_whole_png(path):
-    data = path.read_bytes()
-    return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
-
-
 @pytest.mark.parametrize("target", [None, "random"], ids=["untargeted", "target-random"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("attack", ["pgd", "fgsm"])
-def test_attack_writes_the_record_and_the_figure_and_prints_the_table(run, attack, norm, target):
+def test_attack_writes_the_record_and_the_figure_and_prints_the_table(
+    run, attack, norm, target, cli, whole_png
+):
     eps = ",".join(map(str, EPSILONS[norm]))
     extra = [] if target is None else ["--target", target]
     fast = FAST if attack == "pgd" else FAST[:2]  # FGSM has no --steps
-    result = invoke(run, "--attack", attack, "--norm", norm, "--eps", eps, *extra, *fast)
+    result = cli("attack", run, "--attack", attack, "--norm", norm, "--eps", eps, *extra, *fast)
     assert result.exit_code == 0, result.output
     prefix = f"{attack}-{norm}-{'untargeted' if target is None else 'target-' + target}"
     path = record_file(run, prefix)
     name = path.stem
     record = runs.read_json(path)
-    assert is_whole_png(run / "figures" / f"{name}.png")
+    assert whole_png(run / "figures" / f"{name}.png")
     assert (run / "attacks" / f"{name}.examples.safetensors").is_file()
 
     settings, curve = record["settings"], record["curve"]
@@ -114,25 +111,25 @@ def test_eps_lists_and_ranges_parse_to_the_budgets_given(value, expected):
 @pytest.mark.parametrize(
     "eps, expected", [("0,0.1,0.2", [0.0, 0.1, 0.2]), ("0:0.3:4", [0.0, 0.1, 0.2, 0.3])]
 )
-def test_out_dash_prints_the_record_as_json(run, eps, expected):
-    result = invoke(run, "--eps", eps, "--out", "-", *FAST)
+def test_out_dash_prints_the_record_as_json(run, eps, expected, cli):
+    result = cli("attack", run, "--eps", eps, "--out", "-", *FAST)
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)  # stdout is the JSON and nothing else
     assert record["settings"]["epsilons"] == record["curve"]["epsilons"] == expected
     assert record == runs.read_json(record_file(run, "pgd-linf-untargeted"))
 
 
-def test_out_file_gets_a_copy_of_the_record(run, tmp_path):
+def test_out_file_gets_a_copy_of_the_record(run, tmp_path, cli):
     (tmp_path / "curves").mkdir()  # --out never creates directories (a typo would litter /)
-    result = invoke(run, "--eps", "0,0.1", "--out", tmp_path / "curves" / "c.json", *FAST)
+    result = cli("attack", run, "--eps", "0,0.1", "--out", tmp_path / "curves" / "c.json", *FAST)
     assert result.exit_code == 0, result.output
     copy = runs.read_json(tmp_path / "curves" / "c.json")
     assert copy == runs.read_json(record_file(run, "pgd-linf-untargeted"))
     assert result.stdout.startswith("mlp-adam: pgd-linf-untargeted")
 
 
-def test_a_class_target_leaves_that_class_out_and_says_how_many(run, digits):
-    result = invoke(run, "--target", "3", "--eps", "0,0.1", *FAST)
+def test_a_class_target_leaves_that_class_out_and_says_how_many(run, digits, cli):
+    result = cli("attack", run, "--target", "3", "--eps", "0,0.1", *FAST)
     assert result.exit_code == 0, result.output
     left_out = int((digits.y_test[:40] == 3).sum())
     assert left_out > 0
@@ -147,39 +144,21 @@ def test_a_class_target_leaves_that_class_out_and_says_how_many(run, digits):
     assert (examples["target"] == 3).all() and (examples["y"] != 3).all()
 
 
-def test_a_target_equal_to_every_label_leaves_nothing_to_attack(run, digits):
+def test_a_target_equal_to_every_label_leaves_nothing_to_attack(run, digits, cli, one_error_line):
     label = int(digits.y_test[0])
-    result = invoke(run, "--target", label, "--limit", "1", "--eps", "0,0.1")
-    assert_one_error_line(result, "leaves no sample")
+    result = cli("attack", run, "--target", label, "--limit", "1", "--eps", "0,0.1")
+    one_error_line(result, "leaves no sample")
     assert not (run / "attacks").exists()
 
 
-def test_help_names_every_option():
-    result = invoke("--help")
+def test_help_names_every_option(cli):
+    result = cli("attack", "--help")
     assert result.exit_code == 0
     for word in ("--attack", "--norm", "--eps", "--target", "--limit", "--steps", "--out", "RUN"):
         assert word in result.stdout
 
 
-def assert_one_error_line(result, message):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in result.output and result.stdout == ""
-
-
 # --- bad runs: every one is refused before anything is written -----------------------
-
-
-class Exploit:
-    """Unpickling this creates ``marker``: proof that a pickle was executed."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def _weights(run, payload):
@@ -236,24 +215,23 @@ BAD_RUNS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_RUNS))
-def test_a_bad_run_is_one_error_line_and_exit_2(run, case):
+def test_a_bad_run_is_one_error_line_and_exit_2(run, case, cli, one_error_line):
     damage, message = BAD_RUNS[case]
     damage(run)
-    result = invoke(run, "--eps", "0,0.1", *FAST)
-    assert_one_error_line(result, message)
+    result = cli("attack", run, "--eps", "0,0.1", *FAST)
+    one_error_line(result, message)
     assert not (run / "attacks").exists() and not (run / "figures").exists()
 
 
 @pytest.mark.parametrize("how", ["pickle", "torch.save"])
-def test_a_pickle_posing_as_weights_is_never_executed(run, tmp_path, how):
-    marker = tmp_path / "pickle-was-executed"
+def test_a_pickle_posing_as_weights_is_never_executed(run, how, cli, one_error_line, exploit):
     if how == "pickle":
-        (run / "model.safetensors").write_bytes(pickle.dumps({"w": Exploit(marker)}))
+        (run / "model.safetensors").write_bytes(pickle.dumps({"w": exploit}))
     else:
-        torch.save({"w": Exploit(marker)}, run / "model.safetensors")
-    result = invoke(run, "--eps", "0,0.1", *FAST)
-    assert_one_error_line(result, "not a valid safetensors file")
-    assert not marker.exists()
+        torch.save({"w": exploit}, run / "model.safetensors")
+    result = cli("attack", run, "--eps", "0,0.1", *FAST)
+    one_error_line(result, "not a valid safetensors file")
+    assert not exploit.ran()
     assert not (run / "attacks").exists()
 
 
@@ -315,49 +293,184 @@ BAD_OPTIONS = [
 @pytest.mark.parametrize(
     "args, message", BAD_OPTIONS, ids=[" ".join(a) or "empty" for a, _ in BAD_OPTIONS]
 )
-def test_a_bad_option_is_one_error_line_and_exit_2(trained, args, message):
-    result = invoke(trained, "--eps", "0,0.1", *FAST, *args)
-    assert_one_error_line(result, message)
+def test_a_bad_option_is_one_error_line_and_exit_2(trained, args, message, cli, one_error_line):
+    result = cli("attack", trained, "--eps", "0,0.1", *FAST, *args)
+    one_error_line(result, message)
     assert not (trained / "attacks").exists()
 
 
-def test_a_missing_run_argument_is_one_error_line():
-    assert_one_error_line(invoke(), "Missing argument 'RUN'")
+def test_a_missing_run_argument_is_one_error_line(cli, one_error_line):
+    one_error_line(cli("attack"), "Missing argument 'RUN'")
 
 
-def test_an_option_the_attack_does_not_take_is_refused_not_ignored(run):
-    result = invoke(run, "--attack", "fgsm", "--restarts", "3", "--eps", "0,0.1", "--limit", "8")
+def test_an_option_the_attack_does_not_take_is_refused_not_ignored(run, cli):
+    result = cli(
+        "attack", run, "--attack", "fgsm", "--restarts", "3", "--eps", "0,0.1", "--limit", "8"
+    )
     assert result.exit_code == 2
     assert "--restarts does not apply to --attack fgsm" in result.stderr
     assert "Traceback" not in result.output
 
 
-def test_other_settings_write_another_record_and_same_settings_are_reused(run):
-    first = invoke(run, "--eps", "0,0.1", "--limit", "40", "--steps", "3")
-    other = invoke(run, "--eps", "0,0.1", "--limit", "20", "--steps", "5")
+def test_other_settings_write_another_record_and_same_settings_are_reused(run, cli):
+    first = cli("attack", run, "--eps", "0,0.1", "--limit", "40", "--steps", "3")
+    other = cli("attack", run, "--eps", "0,0.1", "--limit", "20", "--steps", "5")
     assert first.exit_code == other.exit_code == 0, first.output + other.output
     paths = sorted((run / "attacks").glob("pgd-linf-untargeted-*.json"))
     assert len(paths) == 2  # PGD-3 on 40 samples and PGD-5 on 20 side by side
     before = {p: p.read_text() for p in paths}
-    again = invoke(run, "--eps", "0,0.1", "--limit", "40", "--steps", "3")
+    again = cli("attack", run, "--eps", "0,0.1", "--limit", "40", "--steps", "3")
     assert again.exit_code == 0 and "already holds these settings" in again.stderr
     assert {p: p.read_text() for p in paths} == before  # nothing rewritten
     assert again.stdout == first.stdout
-    forced = invoke(run, "--eps", "0,0.1", "--limit", "40", "--steps", "3", "--force")
+    forced = cli("attack", run, "--eps", "0,0.1", "--limit", "40", "--steps", "3", "--force")
     assert forced.exit_code == 0 and "wrote" in forced.stderr
 
 
-def test_a_table_row_with_nothing_left_to_attack_says_so(run):
+def test_a_table_row_with_nothing_left_to_attack_says_so(run, cli):
     # The default method attacks the largest eps first and walks down only the samples it
     # broke: at 1e-4 PGD fools none, so 5e-5 has nothing left to attack.
-    result = invoke(run, "--eps", "0,5e-05,0.0001", "--limit", "8", "--steps", "10")
+    result = cli("attack", run, "--eps", "0,5e-05,0.0001", "--limit", "8", "--steps", "10")
     assert result.exit_code == 0, result.output
     (last,) = [line for line in result.stdout.splitlines() if line.split()[0] == "5e-05"]
     assert last.split()[3] == "-"
     assert "no sample was left to attack" in result.stdout
 
 
-def test_out_into_a_missing_directory_is_refused(run, tmp_path):
-    result = invoke(run, "--eps", "0,0.1", "--limit", "8", "--out", tmp_path / "no" / "x.json")
+def test_out_into_a_missing_directory_is_refused(run, tmp_path, cli):
+    result = cli(
+        "attack", run, "--eps", "0,0.1", "--limit", "8", "--out", tmp_path / "no" / "x.json"
+    )
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "no").exists()
+
+
+# --- bad weights: refused in one line, no pickle ever executed ---------------------------
+
+
+def _refused(trained, tmp_path, make, message, exploit, cli, one_error_line):
+    run = shutil.copytree(trained, tmp_path / "run")
+    weights = run / "model.safetensors"
+    weights.write_bytes(make(weights, exploit))
+    one_error_line(cli("attack", run, "--limit", "8", "--steps", "1"), message)
+    assert not exploit.ran()
+    assert not (run / "attacks").exists()
+
+
+def test_attack_refuses_bad_weights_in_one_line(
+    trained, tmp_path, bad_file, exploit, cli, one_error_line
+):
+    _refused(trained, tmp_path, *bad_file, exploit, cli, one_error_line)
+
+
+def _another_model(path, exploit):
+    bncnn = models.build("bncnn", input_shape=(1, 8, 8), num_classes=10)
+    save_file({k: v.contiguous() for k, v in bncnn.state_dict().items()}, str(path))
+    return path.read_bytes()
+
+
+def test_attack_refuses_the_weights_of_another_model_in_one_line(
+    trained, tmp_path, exploit, cli, one_error_line
+):
+    _refused(
+        trained, tmp_path, _another_model, "does not match the model", exploit, cli, one_error_line
+    )
+
+
+# --- a user's .npz changed since training ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def npz_run(tmp_path_factory, write_npz, cli):
+    """A run trained by the CLI on a tiny .npz (4 classes of 8x8 images)."""
+    root = tmp_path_factory.mktemp("npz")
+    data = write_npz(root / "data.npz")
+    result = cli(
+        "train", "--model", "mlp", "--epochs", "1", "--dataset", data, "--out", root / "run"
+    )
+    assert result.exit_code == 0, result.output
+    return root / "run", data
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"x_test": np.full((12, 8, 8), np.nan, np.float32)}, "NaN or infinite"),
+        ({"y_test": np.arange(11) % 4}, "12 images but y_test has 11 labels"),
+        ({"x_test": np.zeros((12, 4, 4), np.float32)}, "x_train images are"),
+        (
+            {
+                "x_train": np.zeros((40, 4, 4), np.float32),
+                "x_test": np.zeros((12, 4, 4), np.float32),
+            },
+            "changed since training",  # the sha256 catches it before the shapes do
+        ),
+        ({"y_test": np.arange(12) % 4 + 4}, "y_test has labels 4..7 that y_train"),
+    ],
+    ids=["nan-test-images", "label-count", "shapes-differ", "other-image-size", "more-classes"],
+)
+def test_attack_refuses_a_dataset_changed_since_training(
+    npz_run, tmp_path, change, message, write_npz, cli, one_error_line
+):
+    trained_run, data = npz_run
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    saved = data.read_bytes()
+    try:
+        write_npz(data, **change)
+        result = cli("attack", run, "--limit", "8", "--steps", "1", "--eps", "0,0.1")
+    finally:
+        data.write_bytes(saved)
+    one_error_line(result, message)
+    assert not (run / "attacks").exists()
+
+
+def test_attack_on_the_unchanged_npz_works(npz_run, tmp_path, cli):
+    run = shutil.copytree(npz_run[0], tmp_path / "run")
+    result = cli("attack", run, "--target", "3", "--limit", "8", "--steps", "1", "--eps", "0,0.1")
+    assert result.exit_code == 0, result.output
+    (record,) = (run / "attacks").glob("pgd-linf-target-3-*.json")
+    assert runs.read_json(record)["curve"]["n_samples"] > 0
+
+
+# --- SIGINT and SIGKILL: never a half-written file ---------------------------------------
+
+ATTACK = ["--steps", "30", "--eps", "0:0.3:7"]
+# The record's name follows from its settings (advkit.records): those of ATTACK.
+STEM = AttackSettings.make(epsilons=parse_epsilons(None, None, "0:0.3:7"), steps=30).name
+EXAMPLES = f"attacks/{STEM}.examples.safetensors"  # the first file the attack writes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sig, when",
+    [
+        (signal.SIGINT, "attacking"),  # while PGD attacks the first budget
+        (signal.SIGINT, "writing"),  # the curve done: the figure and the record being written
+        (signal.SIGKILL, "writing"),
+    ],
+    ids=["sigint-attacking", "sigint-writing", "sigkill-writing"],
+)
+def test_an_interrupted_attack_leaves_only_complete_files(
+    trained, tmp_path, sig, when, interrupt, only_complete_files, cli
+):
+    run = shutil.copytree(trained, tmp_path / "run")
+    if when == "attacking":
+        # 1 of 7 budgets done (eps 0: the clean pass): data loaded, PGD running.
+        ready = interrupt.at_progress("pgd linf", 14)
+    else:
+        ready = interrupt.on_disk(run / EXAMPLES)
+    code, terminal = interrupt.run(["attack", run, *ATTACK], ready, sig, tmp_path)
+    interrupt.assert_clean(code, terminal, sig)
+    if when == "attacking" and "Exception ignored" not in terminal:
+        assert code in interrupt.INTERRUPTED and not (run / "attacks" / f"{STEM}.json").exists()
+    only_complete_files(run, killed=sig == signal.SIGKILL)
+    # The record comes last: when it is there, so are its examples and figure.
+    record = run / "attacks" / f"{STEM}.json"
+    if record.exists():
+        assert (run / "figures" / f"{STEM}.png").exists()
+        assert (run / EXAMPLES).exists()
+
+    again = cli("attack", run, *ATTACK)
+    assert again.exit_code == 0, again.output
+    only_complete_files(run, killed=sig == signal.SIGKILL)
+    assert runs.read_json(record)["settings"]["steps"] == 30

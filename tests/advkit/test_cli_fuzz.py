@@ -26,6 +26,8 @@ from advkit.cli import main
 from advkit.records import AttackSettings
 from advkit.train import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # hundreds of CLI runs
+
 SETTINGS = settings(
     max_examples=60,
     deadline=None,

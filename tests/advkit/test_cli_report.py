@@ -1,11 +1,18 @@
-"""``advkit report`` through click's CliRunner, on a real (tiny) attacked run."""
+"""``advkit report`` through click's CliRunner, on a real (tiny) attacked run.
+
+Bad input ends in one ``Error:`` line and exit status 2, never a traceback; an
+interrupted or killed report never leaves a half-written file.
+"""
+
+import shutil
+import signal
 
 import pytest
-from click.testing import CliRunner
+import torch
+from safetensors.torch import load_file, save_file
 
 from advkit import runs
 from advkit.attack_runs import attack_run
-from advkit.cli.report import report_command
 from advkit.records import AttackSettings
 from advkit.train import TrainConfig, train
 
@@ -21,12 +28,8 @@ def run_root(tmp_path_factory, small_digits):
     return root
 
 
-def invoke(*args):
-    return CliRunner().invoke(report_command, [str(a) for a in args])
-
-
-def test_report_of_a_parent_directory(run_root, tmp_path):
-    result = invoke(run_root, "--out", tmp_path / "report", "--eps-linf", "0.2")
+def test_report_of_a_parent_directory(run_root, tmp_path, cli):
+    result = cli("report", run_root, "--out", tmp_path / "report", "--eps-linf", "0.2")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"report: {tmp_path / 'report' / 'index.html'}")
@@ -47,8 +50,8 @@ def test_report_of_a_parent_directory(run_root, tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
 
-def test_help_explains_the_command():
-    result = invoke("--help")
+def test_help_explains_the_command(cli):
+    result = cli("report", "--help")
     assert result.exit_code == 0
     for word in ("RUN...", "--out", "--eps-linf", "--eps-l2", "index.html", "summary.csv"):
         assert word in result.stdout
@@ -98,30 +101,108 @@ def _corrupt_examples(tmp_path, run_root):
     ],
     ids=["missing", "not-a-run", "corrupt-config", "corrupt-record", "corrupt-examples", "file"],
 )
-def test_bad_input_is_one_error_line_and_exit_2(run_root, tmp_path, make):
+def test_bad_input_is_one_error_line_and_exit_2(run_root, tmp_path, make, cli, one_error_line):
     args, message = make(tmp_path, run_root)
-    result = invoke(*args, "--out", tmp_path / "report")
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], result.stderr
-    assert "Traceback" not in result.output
+    one_error_line(cli("report", *args, "--out", tmp_path / "report"), message)
     assert not (tmp_path / "report").exists()
 
 
-def test_out_that_is_a_run_or_a_file_is_refused(run_root, tmp_path):
+def test_out_that_is_a_run_or_a_file_is_refused(run_root, tmp_path, cli):
     (tmp_path / "file").write_text("x")
     for out, message in [
         (run_root / "mlp-adam", "is a run directory"),
         (tmp_path / "file", "not a directory"),
     ]:
-        result = invoke(run_root, "--out", out)
+        result = cli("report", run_root, "--out", out)
         assert result.exit_code == 2 and message in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (run_root / "mlp-adam" / "index.html").exists()
 
 
-def test_malformed_options_exit_2():
-    result = invoke("runs", "--out", "r", "--eps-l2", "-1")
+def test_malformed_options_exit_2(cli):
+    result = cli("report", "runs", "--out", "r", "--eps-l2", "-1")
     assert result.exit_code == 2 and "--eps-l2" in result.stderr
-    result = invoke("--out", "r")
+    result = cli("report", "--out", "r")
     assert result.exit_code == 2 and "RUN" in result.stderr
+
+
+# --- bad example files: refused in one line, no pickle ever executed ---------------------
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory, small_digits):
+    """An MLP trained one epoch with two attack records (PGD L-inf, FGSM L2)."""
+    out = tmp_path_factory.mktemp("attacked") / "mlp-adam"
+    train(TrainConfig(model="mlp", epochs=1), out, dataset=small_digits)
+    for attack, norm, eps in (("pgd", "linf", [0.0, 0.1, 0.2]), ("fgsm", "l2", [0.0, 0.5, 1.0])):
+        steps = {"steps": 2} if attack == "pgd" else {}
+        settings = AttackSettings.make(attack=attack, norm=norm, epsilons=eps, limit=48, **steps)
+        attack_run(out, settings, data=small_digits, n_examples=4, figure=False)
+    return out
+
+
+def _refused(attacked, tmp_path, make, message, exploit, cli, one_error_line):
+    run = shutil.copytree(attacked, tmp_path / "run")
+    (examples,) = (run / "attacks").glob("pgd-linf-untargeted-*.examples.safetensors")
+    examples.write_bytes(make(examples, exploit))
+    result = cli("report", run, "--out", tmp_path / "report")
+    one_error_line(result, message)
+    assert examples.name in result.stderr
+    assert not exploit.ran()
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_refuses_bad_example_files_in_one_line(
+    attacked, tmp_path, bad_file, exploit, cli, one_error_line
+):
+    _refused(attacked, tmp_path, *bad_file, exploit, cli, one_error_line)
+
+
+def _gallery_of_wrong_shape(path, exploit):
+    tensors = load_file(str(path))
+    tensors["x"] = tensors["x"].flatten(1)  # (n, 64): not images
+    save_file(tensors, str(path))
+    return path.read_bytes()
+
+
+def _gallery_without_tensors(path, exploit):
+    save_file({"w": torch.zeros(2)}, str(path))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "make", [_gallery_of_wrong_shape, _gallery_without_tensors], ids=["wrong-shape", "foreign"]
+)
+def test_report_refuses_example_files_that_are_no_gallery_in_one_line(
+    attacked, tmp_path, make, exploit, cli, one_error_line
+):
+    _refused(attacked, tmp_path, make, "is not a gallery file", exploit, cli, one_error_line)
+
+
+# --- SIGINT and SIGKILL: never a half-written file ---------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sig, percent",
+    [(signal.SIGINT, 30), (signal.SIGKILL, 50)],
+    ids=["sigint-early", "sigkill-middle"],
+)
+def test_an_interrupted_report_leaves_only_complete_files(
+    attacked, tmp_path, sig, percent, interrupt, only_complete_files, cli
+):
+    out = tmp_path / "report"
+    code, terminal = interrupt.run(
+        ["report", attacked, "--out", out], interrupt.at_progress("report", percent), sig, tmp_path
+    )
+    interrupt.assert_clean(code, terminal, sig)
+    if out.exists():
+        only_complete_files(out, killed=sig == signal.SIGKILL)
+    if code != 0:
+        assert not (out / "index.html").exists()  # written last, only when all else is
+
+    again = cli("report", attacked, "--out", out)
+    assert again.exit_code == 0, again.output
+    only_complete_files(out, killed=sig == signal.SIGKILL)
+    assert (out / "index.html").exists()
+    only_complete_files(attacked, killed=False)

@@ -6,19 +6,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from advkit import load_run
-from advkit.cli import main
 from advkit.train import TrainConfig, train
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 CIFAR_CLASSES += ("dog", "frog", "horse", "ship", "truck")
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, ["transfer", *map(str, args)])
 
 
 def write_cifar10(root, per_batch=40, n_test=60):
@@ -41,7 +35,7 @@ def write_cifar10(root, per_batch=40, n_test=60):
 
 
 @pytest.mark.slow
-def test_cifar10_png_round_trip_keeps_accuracy_and_budget(tmp_path, monkeypatch):
+def test_cifar10_png_round_trip_keeps_accuracy_and_budget(tmp_path, monkeypatch, cli):
     import torchvision.datasets.cifar as cifar
 
     # torchvision checks the official files' MD5 sums before unpickling them; our
@@ -52,7 +46,7 @@ def test_cifar10_png_round_trip_keeps_accuracy_and_budget(tmp_path, monkeypatch)
         config = TrainConfig(model="mlp", dataset="cifar10", data_dir=str(tmp_path / "data"))
         train(config.__class__(**{**config.__dict__, "epochs": 1, "seed": seed}), tmp_path / name)
     png, out = tmp_path / "submission", tmp_path / "matrix.json"
-    result = invoke(
+    result = cli("transfer",
         "--source", tmp_path / "mlp-a", "--victim", tmp_path / "mlp-b", "--eps", "8/255",
         "--steps", "5", "--save-images", png, "--out", out,
     )  # fmt: skip
@@ -81,11 +75,11 @@ def test_cifar10_png_round_trip_keeps_accuracy_and_budget(tmp_path, monkeypatch)
     assert record["correct"][0][0][0] == png_correct
     assert abs(record["correct_float"][0][0][0] - png_correct) <= 3
     assert record["clean_correct"][0] > png_correct  # it transferred at all
-    again = invoke("--from-images", png, "--victim", tmp_path / "mlp-b", "--eps", "8",
+    again = cli("transfer", "--from-images", png, "--victim", tmp_path / "mlp-b", "--eps", "8",
                    "--eps-unit", "255", "--out", tmp_path / "again.json")  # fmt: skip
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "again.json").read_text())["correct"] == record["correct"]
-    tight = invoke("--from-images", png, "--victim", tmp_path / "mlp-b", "--eps", "4/255",
+    tight = cli("transfer", "--from-images", png, "--victim", tmp_path / "mlp-b", "--eps", "4/255",
                    "--out", tmp_path / "tight.json")  # fmt: skip
     assert tight.exit_code == 2 and "over eps" in tight.output
 
@@ -99,9 +93,9 @@ def runs_dir(tmp_path_factory, small_digits):
     return root
 
 
-def test_ensemble_source_and_matrix_table(runs_dir, tmp_path):
+def test_ensemble_source_and_matrix_table(runs_dir, tmp_path, cli):
     r = runs_dir
-    result = invoke(
+    result = cli("transfer",
         "--source", f"{r / 'mlp'},{r / 'bncnn'}", "--source", r / "mlp", "--victim", r / "mlp2",
         "--victim", r / "bncnn", "--eps", "0.1,0.2", "--steps", "2", "--decay", "0.5",
         "--limit", "24", "--out", tmp_path / "m.json",
@@ -114,12 +108,12 @@ def test_ensemble_source_and_matrix_table(runs_dir, tmp_path):
     assert result.stdout.count("mlp + bncnn") == 2 and "eps=0.2 (51/255)" in result.stdout
 
 
-def test_default_out_is_in_the_first_source_run(runs_dir, tmp_path):
+def test_default_out_is_in_the_first_source_run(runs_dir, tmp_path, cli):
     run = tmp_path / "mlp"
     import shutil
 
     shutil.copytree(runs_dir / "mlp", run)
-    result = invoke("--source", run, "--victim", runs_dir / "mlp2", "--attack", "fgsm",
+    result = cli("transfer", "--source", run, "--victim", runs_dir / "mlp2", "--attack", "fgsm",
                     "--eps", "4/255", "--limit", "8")  # fmt: skip
     assert result.exit_code == 0, result.output
     (path,) = (run / "transfers").glob("transfer-fgsm-*.json")
@@ -160,18 +154,16 @@ def other_shape_run(tmp_path_factory, small_digits):
         (["--eps", "0.1", "--source", "missing-run"], "does not exist"),
     ],
 )
-def test_bad_input_is_one_error_line(runs_dir, tmp_path, args, message):
+def test_bad_input_is_one_error_line(runs_dir, tmp_path, args, message, cli, one_error_line):
     args = [str(tmp_path / "png") if a == "SAVE" else str(runs_dir) if a == "RUNS" else a
             for a in args]  # fmt: skip
     source = [] if "--source" in args else ["--source", runs_dir / "mlp"]
-    result = invoke(*source, "--victim", runs_dir / "mlp2", "--limit", "4", *args)
-    assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
-    assert result.output.count("Error:") == 1
+    result = cli("transfer", *source, "--victim", runs_dir / "mlp2", "--limit", "4", *args)
+    one_error_line(result, message)
 
 
-def test_victim_of_another_input_shape_is_refused(runs_dir, other_shape_run, tmp_path):
-    result = invoke("--source", runs_dir / "mlp", "--victim", other_shape_run, "--eps", "0.1",
+def test_victim_of_another_input_shape_is_refused(runs_dir, other_shape_run, tmp_path, cli):
+    result = cli("transfer", "--source", runs_dir / "mlp", "--victim", other_shape_run, "--eps", "0.1",
                     "--out", tmp_path / "x.json")  # fmt: skip
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = result.output.strip().splitlines()

@@ -84,11 +84,12 @@ def test_npz_bad_contents_are_refused_with_what_was_found(tmp_path, change, mess
         load_dataset(str(tmp_path / "bad.npz"))
 
 
-def test_npz_with_pickled_objects_is_never_unpickled(tmp_path):
-    obj = np.array([{"x": 1}], dtype=object)
+def test_npz_with_pickled_objects_is_never_unpickled(tmp_path, exploit):
+    obj = np.array([exploit], dtype=object)
     np.savez(tmp_path / "p.npz", x_train=obj, y_train=obj, x_test=obj, y_test=obj)
     with pytest.raises(DataError, match="unpickling"):
         load_dataset(str(tmp_path / "p.npz"))
+    assert not exploit.ran()
 
 
 def test_not_an_npz_file(tmp_path):

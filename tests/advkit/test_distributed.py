@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from advkit.cli import main
 from advkit.distributed import distributed_curve, per_sample_seeds
 from advkit.evaluate import robustness_curve
 from advkit.train import TrainConfig, train
@@ -246,10 +244,10 @@ def trained(tmp_path_factory, small_digits):
 
 
 @pytest.mark.slow
-def test_torchrun_advkit_attack_writes_the_single_process_record_once(trained, tmp_path):
+def test_torchrun_advkit_attack_writes_the_single_process_record_once(trained, tmp_path, cli):
     args = ["--limit", "40", "--steps", "3", "--eps", "0,0.1,0.2", "--batch-size", "16"]
     args += ["--no-random-start"] if not per_sample_seeds() else []
-    single = CliRunner().invoke(main, ["attack", str(trained), *args])
+    single = cli("attack", trained, *args)
     assert single.exit_code == 0, single.output
     (path,) = (trained / "attacks").glob("pgd-linf-untargeted-*.json")
     expected = json.loads(path.read_text())

@@ -14,10 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from advkit import runs
-from advkit.cli import main
 from advkit.train import TrainConfig, make_config_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,8 +156,8 @@ def test_amp_is_recorded_and_bf16_trains_on_cpu(tmp_path, small_digits):
     assert runs.config_hash(plain) != runs.config_hash(config)
 
 
-def test_bad_amp_is_refused(tmp_path):
+def test_bad_amp_is_refused(tmp_path, cli):
     with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16"):
         TrainConfig(amp="fp8").resolved()
-    result = CliRunner().invoke(main, ["train", "--amp", "fp8", "--out", str(tmp_path / "r")])
+    result = cli("train", "--amp", "fp8", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "fp8" in result.output

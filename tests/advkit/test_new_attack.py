@@ -45,6 +45,7 @@ def trained(tmp_path_factory, small_digits):
     return out
 
 
+@pytest.mark.slow  # trains, attacks and builds a report
 @pytest.mark.parametrize(
     "name, attack, options", [("noise", noise, {}), ("walk", walk, {"steps": 2})]
 )

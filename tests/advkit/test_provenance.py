@@ -165,38 +165,31 @@ def test_importing_advkit_loads_no_torch_and_changes_no_environment():
     assert done.returncode == 0, done.stderr
 
 
-def test_threads_option_sets_torch_threads():
+def test_threads_option_sets_torch_threads(cli):
     import torch
-    from click.testing import CliRunner
-
-    from advkit.cli import main
 
     before = torch.get_num_threads()
     try:
-        result = CliRunner().invoke(main, ["--threads", "3", "models"])
+        result = cli("--threads", "3", "models")
         assert result.exit_code == 0, result.output
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
-    bad = CliRunner().invoke(main, ["--threads", "0", "models"])
+    bad = cli("--threads", "0", "models")
     assert bad.exit_code == 2 and "--threads" in bad.stderr
 
 
-def _attack(*args):
-    from click.testing import CliRunner
-
-    from advkit.cli import main
-
-    return CliRunner().invoke(main, ["attack", *map(str, args), "--eps", "0,0.1", "--steps", "2"])
+def _attack(cli, *args):
+    return cli("attack", *args, "--eps", "0,0.1", "--steps", "2")
 
 
 def test_advkit_attack_from_another_directory_finds_and_checks_the_data(
-    npz_run, tmp_path, monkeypatch
+    npz_run, tmp_path, monkeypatch, cli
 ):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    result = _attack(npz_run / "runs/r")
+    result = _attack(cli, npz_run / "runs/r")
     assert result.exit_code == 0, result.output
     (record,) = (npz_run / "runs/r/attacks").glob("pgd-linf-untargeted-*.json")
     assert runs.read_json(record)["curve"]["clean_accuracy"] == pytest.approx(
@@ -204,19 +197,19 @@ def test_advkit_attack_from_another_directory_finds_and_checks_the_data(
     )
 
 
-def test_advkit_attack_refuses_changed_data_unless_allowed(npz_run):
+def test_advkit_attack_refuses_changed_data_unless_allowed(npz_run, cli):
     _npz(npz_run / "data" / "d.npz", shift=128)  # the test images replaced in place
-    refused = _attack("runs/r")
+    refused = _attack(cli, "runs/r")
     assert refused.exit_code == 2 and "changed since training" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.output
-    allowed = _attack("runs/r", "--allow-changed-data", "--force")
+    allowed = _attack(cli, "runs/r", "--allow-changed-data", "--force")
     assert allowed.exit_code == 0, allowed.output
 
 
-def test_advkit_attack_dataset_points_a_run_at_moved_data(npz_run, tmp_path):
+def test_advkit_attack_dataset_points_a_run_at_moved_data(npz_run, tmp_path, cli):
     moved = tmp_path / "moved.npz"
     shutil.move(npz_run / "data" / "d.npz", moved)
-    missing = _attack("runs/r")
+    missing = _attack(cli, "runs/r")
     assert missing.exit_code == 2 and "--dataset" in missing.stderr
-    found = _attack("runs/r", "--dataset", moved)
+    found = _attack(cli, "runs/r", "--dataset", moved)
     assert found.exit_code == 0, found.output

@@ -37,14 +37,6 @@ def _broken_copy(run_dir, tmp_path, payload):
     return broken
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 CASES = {
     "not safetensors": lambda p: b"hello, this is not a weights file",
     "truncated": lambda p: p.read_bytes()[: len(p.read_bytes()) // 2],
@@ -68,13 +60,12 @@ def test_weights_of_another_model_are_refused(run_dir, tmp_path):
         load_run(broken)
 
 
-def test_a_pickle_is_never_executed(run_dir, tmp_path):
-    marker = tmp_path / "pwned"
-    broken = _broken_copy(run_dir, tmp_path, lambda p: pickle.dumps(_Exploit(str(marker))))
-    torch.save({"x": _Exploit(str(marker))}, broken / "model.pt")
+def test_a_pickle_is_never_executed(run_dir, tmp_path, exploit):
+    broken = _broken_copy(run_dir, tmp_path, lambda p: pickle.dumps(exploit))
+    torch.save({"x": exploit}, broken / "model.pt")
     with pytest.raises(runs.RunError):
         load_run(broken)
-    assert not marker.exists()
+    assert not exploit.ran()
 
 
 def test_missing_and_corrupt_run_directories(tmp_path, run_dir):

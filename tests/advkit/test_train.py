@@ -1,6 +1,7 @@
 """Training: every optimizer and schedule trains, runs are reproducible and resumable."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +16,11 @@ from advkit import load_run, runs
 from advkit.train import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingDiverged, make_scheduler, train
 
 
-@pytest.mark.parametrize("model", models.available())
+@pytest.mark.parametrize(
+    "model",
+    # The MLP in the fast suite; the larger models train for seconds each.
+    [m if m == "mlp" else pytest.param(m, marks=pytest.mark.slow) for m in models.available()],
+)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_and_schedule_lowers_the_loss(tmp_path, small_digits, model, optimizer):
     for schedule in SCHEDULES:
@@ -150,6 +155,7 @@ def _train_cmd(out, epochs, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     subprocess.run(_train_cmd(tmp_path / "full", 5), env=env, check=True, capture_output=True)
@@ -199,3 +205,24 @@ def test_training_on_the_cpu_seeds_no_cuda_generator(tmp_path, small_digits):
     if initialized:
         after = torch.cuda.get_rng_state_all()
         assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_a_non_finite_validation_loss_stops_like_a_diverging_loss(
+    tmp_path, small_digits, monkeypatch
+):
+    import advkit.train
+
+    real = advkit.train.evaluate
+    calls = []
+
+    def inf_at_second_epoch(*args, **kwargs):
+        calls.append(1)
+        loss, acc = real(*args, **kwargs)
+        return (math.inf, acc) if len(calls) == 2 else (loss, acc)
+
+    monkeypatch.setattr(advkit.train, "evaluate", inf_at_second_epoch)
+    out = tmp_path / "r"
+    with pytest.raises(TrainingDiverged, match="epoch 2"):
+        train(TrainConfig(model="mlp", epochs=3), out, dataset=small_digits)
+    assert len(runs.read_jsonl(out / runs.METRICS)) == 1
+    assert runs.load_checkpoint(out / runs.CHECKPOINT)["extra"]["epoch"] == 1

@@ -1,5 +1,7 @@
 """The preamble every attack shares: the budget in every dtype, and its argument checks."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -99,3 +101,54 @@ def test_count_passes_counts_samples_forward_and_backward():
     assert (passes.forward, passes.backward) == (6, 6)
     model(x)  # outside the block: not counted, and no hook is left behind
     assert not model._forward_hooks
+
+
+# --- bad data: a ValueError naming the argument, never a number ---------------------------
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm"])
+def test_attacks_refuse_bad_data(tiny_net, bad_data, name):
+    x, y, options, message = bad_data
+    with pytest.raises(ValueError, match=message):
+        attacks.ATTACKS[name](tiny_net, x, y, 0.1, **options)
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm"])
+def test_attacks_refuse_non_finite_inputs_without_clip(tiny_net, tiny_data, name):
+    x, y = tiny_data
+    x = x.clone()
+    x[0, 0, 1, 1] = math.nan
+    with pytest.raises(ValueError, match="x"):
+        attacks.ATTACKS[name](tiny_net, x, y, 0.1, clip=None)
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm"])
+def test_a_huge_finite_l2_budget_is_refused_not_turned_into_nan(tiny_net, tiny_data, name):
+    # Budgets this large overflow float32 norms; the attack says so instead of returning NaN.
+    x, y = tiny_data
+    x = torch.full_like(x, 0.5)
+    with pytest.raises(ValueError, match="eps must be at most"):
+        attacks.ATTACKS[name](tiny_net, x, y, 3e38, norm="l2")
+    x_adv = attacks.ATTACKS[name](tiny_net, x, y, 1e6, norm="l2")
+    assert not x_adv.isnan().any()
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm"])
+def test_an_eps_beyond_float32_is_a_value_error(tiny_net, tiny_data, name):
+    with pytest.raises(ValueError, match="eps"):
+        attacks.ATTACKS[name](tiny_net, *tiny_data, 1e39)
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (torch.tensor([1, 2, 0, 1, 2]), "target"),  # one label short
+        (None, "target must differ from y"),  # None: the true labels as targets
+    ],
+    ids=["one-short", "the-true-labels"],
+)
+@pytest.mark.parametrize("name", ["pgd", "fgsm"])
+def test_attacks_refuse_bad_targets(tiny_net, tiny_data, name, target, message):
+    x, y = tiny_data
+    with pytest.raises(ValueError, match=message):
+        attacks.ATTACKS[name](tiny_net, x, y, 0.1, target=y if target is None else target)

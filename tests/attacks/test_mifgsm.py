@@ -31,6 +31,7 @@ def case(seed: int, n: int, targeted: bool):
 @pytest.mark.parametrize("loss", attacks.LOSSES)
 @pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
 @pytest.mark.parametrize("norm", attacks.NORMS)
+@pytest.mark.slow  # hypothesis: many examples per case
 @settings(max_examples=6, deadline=None)
 @given(
     seed=st.integers(0, 2**16),

@@ -74,7 +74,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(
+    "name",
+    # square (queries) and strong (a sequence of attacks) take seconds: in the full suite.
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("square", "strong") else n
+        for n in sorted(CASES)
+    ],
+)
 def test_result_of_a_sample_does_not_depend_on_the_batch(name, norm):
     net = model()
     generator = torch.Generator().manual_seed(1)

@@ -55,6 +55,7 @@ def case(seed: int, n: int, targeted: bool):
 @pytest.mark.parametrize("loss", attacks.LOSSES)
 @pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
 @pytest.mark.parametrize("norm", attacks.NORMS)
+@pytest.mark.slow  # hypothesis: many examples per case
 @settings(max_examples=8, deadline=None)
 @given(
     seed=st.integers(0, 2**16),
@@ -103,6 +104,7 @@ def test_eps_zero_returns_an_equal_new_tensor(bn_model, images, untouched, name,
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 @pytest.mark.parametrize("norm", attacks.NORMS)
+@pytest.mark.slow  # hypothesis: many examples per case
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**16), eps=st.floats(0.01, 3.0))
 def test_flat_inputs_without_clipping(make_flat_model, name, norm, seed, eps):

@@ -11,6 +11,7 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.mark.slow  # 300 queries on 400 samples, twice
 @pytest.mark.parametrize("norm", attacks.NORMS)
 def test_square_fools_a_linear_model_wherever_the_budget_exceeds_the_margin(linear_problem, norm):
     # The budget needed to flip a sample is its margin over the dual norm of w_1 - w_0;
@@ -49,6 +50,7 @@ def test_square_fools_an_image_model_without_gradients(norm, eps):
     assert fooled >= pgd_fooled / 3 and fooled >= 8
 
 
+@pytest.mark.slow  # runs the reference implementation too
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.05), ("l2", 0.5)])
 def test_square_is_at_least_as_strong_as_the_reference_implementation(norm, eps):
     from pyautoattack.square import SquareAttack

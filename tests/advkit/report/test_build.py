@@ -41,6 +41,7 @@ def test_unfinished_run_without_attacks_is_reported_with_notes(built):
     assert row["test_accuracy"] is None and row["epochs"] == 2 and row["robust"] == {}
 
 
+@pytest.mark.slow  # builds another whole report
 def test_a_given_eps_off_the_grid_is_interpolated_and_marked(run_root, tmp_path):
     result = report.build_report(
         [run_root / "mlp-adam", run_root / "mlp-sgd"], tmp_path, eps_linf=0.15, eps_l2=0.5
@@ -61,6 +62,7 @@ def test_a_given_eps_off_the_grid_is_interpolated_and_marked(run_root, tmp_path)
     assert "≈" in (tmp_path / "summary.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # attacks twice, builds a whole report
 def test_val_and_test_records_get_separate_figures(run_root, tmp_path, small_digits, attack_fn):
     run = tmp_path / "runs" / "mlp-sgd"
     shutil.copytree(run_root / "mlp-sgd", run)
@@ -100,6 +102,7 @@ def test_bad_input_names_the_path_and_writes_nothing(run_root, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # builds another whole report
 def test_interrupted_report_leaves_only_complete_files(run_root, tmp_path, monkeypatch):
     out = tmp_path / "report"
     original = Figure.savefig

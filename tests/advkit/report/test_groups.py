@@ -36,6 +36,7 @@ def test_runs_differing_only_by_seed_form_one_group_with_the_records_mean_and_sp
     assert (stat.lo, stat.hi) == (min(direct), max(direct))
 
 
+@pytest.mark.slow  # builds another whole report
 def test_two_datasets_never_share_a_figure(seeded, tmp_path):
     other = tmp_path / "runs" / "other-mlp-adam"
     shutil.copytree(seeded / "mlp-adam-s0", other)

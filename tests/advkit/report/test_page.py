@@ -4,6 +4,8 @@ import html.parser
 import re
 import shutil
 
+import pytest
+
 from advkit import report
 
 
@@ -44,6 +46,7 @@ def test_both_tables_sit_in_their_own_scrolling_box(built):
     assert page.count("scrolls sideways") == 3  # the visible hint above each box
 
 
+@pytest.mark.slow  # builds another whole report
 def test_run_names_and_paths_are_escaped(run_root, tmp_path):
     # A directory name cannot hold "/", so the script tag spans two directories
     # (its path is on the page) and a second run's name holds an <img> tag.

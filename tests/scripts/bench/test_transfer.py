@@ -9,6 +9,7 @@ import models
 from scripts.bench import transfer
 
 
+@pytest.mark.slow  # four transfer matrices
 def test_matrix_rows_and_order_checks_on_untrained_models():
     with torch.random.fork_rng():
         torch.manual_seed(0)
