@@ -43,9 +43,11 @@ def mifgsm(
     start). Two options help transfer further:
 
     - `diversity` (DIM, Xie et al. 2019, https://arxiv.org/abs/1803.06978):
-      at each step, with this probability, the model sees each sample shrunk
-      to a random size and zero-padded back at a random offset, drawn per
-      sample (`transforms.diverse_per_sample`).
+      at each step, with this probability, the model sees the input shrunk
+      to a random size and zero-padded back at a random offset. With `seeds`
+      each sample draws its own (`transforms.diverse_per_sample`), so results
+      do not depend on the batch; with `generator` one draw covers the whole
+      batch, as in the paper and torchattacks' DIFGSM (`transforms.diverse`).
     - `translation` (TI, Dong et al. 2019, https://arxiv.org/abs/1904.02884):
       the gradient is smoothed with a Gaussian kernel of this size before it
       is normalized (`transforms.smooth_gradient`).
@@ -105,7 +107,11 @@ def mifgsm(
         transforms.check_images("translation", p.x)
     if not p.eps.any():
         return p.original.clone()
-    noise = Noise.of(p.x, seeds=seeds, generator=generator) if diversity else None
+    noise = (
+        Noise.of(p.x, seeds=seeds, generator=generator) if diversity and seeds is not None else None
+    )
+    if diversity and seeds is None and generator is None:
+        generator = torch.Generator(device=p.x.device).manual_seed(0)
     kernel = (
         transforms.gaussian_kernel(translation, dtype=p.x.dtype, device=p.x.device)
         if translation
@@ -117,11 +123,11 @@ def mifgsm(
     with attack_mode(model), torch.enable_grad():
         for i in range(steps):
             point = point.detach().requires_grad_(True)  # a new leaf; `x` is not touched
-            seen = (
-                transforms.diverse_per_sample(point, diversity, scale, noise, "diversity", i)
-                if noise is not None
-                else point
-            )
+            seen = point
+            if noise is not None:
+                seen = transforms.diverse_per_sample(point, diversity, scale, noise, "diversity", i)
+            elif diversity and generator is not None:
+                seen = transforms.diverse(point, diversity, scale, generator)
             logits = p.logits(model, seen, check=i == 0)
             (grad,) = torch.autograd.grad(losses.total(logits, p.y, p.target, p.loss), point)
             if kernel is not None:

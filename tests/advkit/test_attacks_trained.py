@@ -116,23 +116,26 @@ def torchattacks_accuracy(model, x, y, eps, norm, random_start, seed) -> float:
 @pytest.mark.parametrize("random_start", [True, False], ids=["random-start", "from-x"])
 @pytest.mark.parametrize(("norm", "epsilons"), [("linf", (0.05, 0.1, 0.15)), ("l2", (0.5, 0.75))])
 def test_pgd_matches_torchattacks(trained, digits, norm, epsilons, random_start):
-    # Same eps, steps and step size (torchattacks' L2 eps is the radius too). With the
-    # same seed both draw their starts from the same stream, so any difference is
-    # the algorithm's, not the luck of the draw (which moves L2 numbers by ~2 points).
+    # Same eps, steps and step size (torchattacks' L2 eps is the radius too). From x
+    # both are deterministic: any difference is the algorithm's. Random starts come
+    # from other streams (ours per sample, torchattacks' from the global RNG), and one
+    # draw moves L2 numbers by ~2 points: compare means over seeds instead.
     x, y = digits.x_test, digits.y_test
+    seeds = range(5) if random_start else range(1)
     for eps in epsilons:
-        x_adv = attacks.pgd(
-            trained,
-            x,
-            y,
-            eps,
-            norm=norm,
-            steps=STEPS,
-            random_start=random_start,
-            generator=seeded(0),
-        )
-        ours = accuracy(trained, x_adv, y)
-        theirs = torchattacks_accuracy(trained, x, y, eps, norm, random_start, seed=0)
+        ours = sum(
+            accuracy(
+                trained, attacks.pgd(
+                    trained, x, y, eps, norm=norm, steps=STEPS, random_start=random_start,
+                    generator=seeded(seed),
+                ), y,
+            )
+            for seed in seeds
+        ) / len(seeds)  # fmt: skip
+        theirs = sum(
+            torchattacks_accuracy(trained, x, y, eps, norm, random_start, seed=seed)
+            for seed in seeds
+        ) / len(seeds)
         assert ours <= theirs + 0.01, (eps, ours, theirs)
 
 
