@@ -33,6 +33,7 @@ TARGETS = ("random", "least-likely")
 
 # How a curve is computed (see `robustness_curve`).
 METHODS = ("descend", "per-eps")
+PROBE = "descend"
 
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
@@ -487,15 +488,19 @@ class _Evaluation:
         self.spent = torch.zeros((levels, 2), dtype=torch.float64)  # forward, backward
         self.stages: list[list[dict[str, Any]]] = [[] for _ in range(levels)]
         self.grid = torch.tensor(self.epsilons, dtype=torch.float64)
+        # Per sample, the highest level known robust (the attack failed there; eps 0 counts).
+        self.lo = torch.full((self.n,), int((self.grid == 0).sum()) - 1)
         top = levels - 1
         walking = torch.arange(self.n)[~self.clean_reached] if self.epsilons[top] > 0 else None
         level = torch.full((self.n,), top)
         warm = False
         while walking is not None and len(walking):
             self.attack_round(walking, level, attack, options, warm, progress)
-            broke = walking[self.reached_level[walking] == level[walking]]
-            walking = self.project_down(broke)
-            level[walking] = self.reached_level[walking] - 1
+            broke = self.reached_level[walking] == level[walking]
+            self.lo[walking[~broke]] = level[walking[~broke]]
+            self.project_down(walking[broke])
+            walking = walking[self.reached_level[walking] - self.lo[walking] > 1]
+            level[walking] = self.next_level(walking)
             warm = takes(attack, "start")
         self.finish_descend(options["norm"], progress)
 
@@ -511,7 +516,7 @@ class _Evaluation:
                 checks.append({**self.clean_check, **_NOTHING})
                 continue
             forward, backward = (round(v) for v in self.spent[i].tolist())
-            merged = {"stages": _merge(self.stages[i])} if self.stages[i] else {}
+            merged = {"stages": _merge(self.stages[i], whole=True)} if self.stages[i] else {}
             spent = {"forward": forward, "backward": backward}
             checks.append({**check.result(eps, norm), **spent, **merged})
         self.checks = checks
@@ -521,21 +526,22 @@ class _Evaluation:
         grid = torch.tensor([*self.epsilons, math.nan], dtype=torch.float64)
         self.fooled_at, self.reached_at = grid[self.fooled_level], grid[self.reached_level]
 
-    def project_down(self, samples: torch.Tensor) -> torch.Tensor:
+    def next_level(self, samples: torch.Tensor) -> torch.Tensor:
+        """The level to attack each walking sample at next: between its highest level known
+        robust and its breaking level so far."""
+        lo, hi = self.lo[samples], self.reached_level[samples]
+        if PROBE == "bisect":
+            return torch.div(lo + hi, 2, rounding_mode="floor")
+        return hi - 1
+
+    def project_down(self, samples: torch.Tensor) -> None:
         """Walk the samples that just broke down through their projected points (one
-        forward pass per level, while it still succeeds); return those to attack next,
-        each at the level below its breaking level (eps > 0 there)."""
-        left = []
+        forward pass per level, while it still succeeds, above the level known robust)."""
         while len(samples):
             below = self.reached_level[samples] - 1
-            keep = below >= 0
+            keep = below > self.lo[samples]
             samples, below = samples[keep], below[keep]
-            keep = self.grid[below] > 0
-            samples, below = samples[keep], below[keep]
-            reached = self.try_projected(samples, below)
-            left.append(samples[~reached])
-            samples = samples[reached]
-        return torch.cat(left) if left else samples
+            samples = samples[self.try_projected(samples, below)]
 
     def try_projected(self, samples: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """Check each sample's last adversarial point projected onto its eps-ball at `level`
@@ -568,17 +574,13 @@ class _Evaluation:
         warm: bool,
         progress: Callable[[int, int, int], None] | None,
     ) -> None:
-        """Attack each sample at its own `level` (from its last point when `warm`)."""
-        groups = [samples]
-        if takes(attack, "log"):  # a staged attack logs per level: one call per level
-            at = level[samples]
-            groups = [samples[at == i] for i in at.unique(sorted=True).flip(0).tolist()]
-        for group in groups:
-            for start in range(0, len(group), self.batch_size):
-                batch = group[start : start + self.batch_size]
-                self.attack_levels(batch, level[batch], attack, options, warm)
-                if progress is not None:
-                    progress(int(level[batch].max()), start + len(batch), len(group))
+        """Attack each sample at its own `level` (from its last point when `warm`), all
+        levels in the same calls."""
+        for start in range(0, len(samples), self.batch_size):
+            batch = samples[start : start + self.batch_size]
+            self.attack_levels(batch, level[batch], attack, options, warm)
+            if progress is not None:
+                progress(int(level[batch].max()), start + len(batch), len(samples))
 
     def attack_levels(
         self,
@@ -598,8 +600,14 @@ class _Evaluation:
             x_batch, x_adv = self.run_attack(batch, at, attack, options)
             self.record(batch, at, x_batch, x_adv, self.level_checks)
         self.share(at, passes.forward, passes.backward)
-        if stages:
-            self.stages[int(at[0])] += stages
+        counts = torch.bincount(at, minlength=len(self.epsilons)).tolist()
+        for i, count in enumerate(counts):  # a staged attack's log, shared out the same way
+            share = count / len(at)
+            self.stages[i] += [
+                {k: v if k == "stage" else v * share for k, v in entry.items()}
+                for entry in stages
+                if count
+            ]
 
     def record(
         self,
@@ -675,14 +683,18 @@ class _Evaluation:
             self.examples["current"][batch[kept]] = x_adv[kept.to(x_adv.device)].cpu()
 
 
-def _merge(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sum the per-batch logs of a staged attack into one entry per stage, in order."""
+def _merge(stages: list[dict[str, Any]], whole: bool = False) -> list[dict[str, Any]]:
+    """Sum the per-batch logs of a staged attack into one entry per stage, in order
+    (`whole`: rounded to whole numbers, for logs shared out over several eps)."""
     merged: dict[str, dict[str, Any]] = {}
     for entry in stages:
         into = merged.setdefault(entry["stage"], {"stage": entry["stage"]})
         for key, value in entry.items():
             if key != "stage":
                 into[key] = into.get(key, 0) + value
+    if whole:
+        for into in merged.values():
+            into.update({k: round(v) for k, v in into.items() if k != "stage"})
     return list(merged.values())
 
 
