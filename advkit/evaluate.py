@@ -33,6 +33,10 @@ TARGETS = ("random", "least-likely")
 
 # How a curve is computed (see `robustness_curve`).
 METHODS = ("descend", "per-eps")
+
+# Which level a walking sample of "descend" is attacked at next: "descend" (the one
+# below its breaking level so far) or "bisect" (halfway to the highest level known
+# robust; measured: fewer rounds, more passes and a slightly weaker curve).
 PROBE = "descend"
 
 # The attack's own result must respect the budget up to this (float rounding).
@@ -179,14 +183,19 @@ def robustness_curve(
     Two methods find the breaking budgets:
 
     - `"descend"` (the default for attacks with `steps`, e.g. pgd, apgd,
-      strong): attack every sample at the largest eps; then, for each sample
-      that broke, walk the grid down: at the next smaller eps, first check
-      its last adversarial point projected onto that ball (one forward pass),
-      and only if that fails attack there; the first eps where the attack
-      fails ends the walk, and the sample counts as robust below it (a success
-      at eps is one at every larger eps; a failure is inferred at smaller
-      ones). Each sample pays about one failed attack, where attacking eps by
-      eps pays one per eps below its breaking budget.
+      strong): attack every sample at the largest eps; then each sample that
+      broke walks the grid down: at the next smaller eps, first its last
+      adversarial point projected onto that ball is checked (one forward
+      pass, repeated down the grid while it still fools), and only then is
+      it attacked there, warm-started from that projected point when the
+      attack takes `start` (pgd); the first eps where the attack fails ends
+      the walk, and the sample counts as robust below it (a success at eps
+      is one at every larger eps; a failure is inferred at smaller ones).
+      Each sample pays about one failed attack, where attacking eps by eps
+      pays one per eps below its breaking budget. The walk goes in rounds:
+      each round attacks every walking sample at its own eps, with that
+      eps's seeds, in the same batches; the passes (and a staged attack's
+      `stages` log) of a batch are shared out over its eps by samples.
     - `"per-eps"` (the default otherwise): eps by eps upwards, each attacking
       only the samples no smaller eps has fooled (untargeted) or brought to
       the target (targeted).
@@ -227,8 +236,9 @@ def robustness_curve(
             parameter (CPU if it has none).
         progress: Called as `progress(eps_index, done, total)` after each
             attacked batch, `done` of the `total` samples attacked at that eps;
-            an eps with nothing to attack reports once with `0, 0` (`"descend"`
-            visits the eps from the largest down).
+            an eps with nothing to attack reports once with `0, 0` (`"descend"`:
+            after each batch of a round, with the largest eps index in the batch
+            and the round's counts; then `0, 0` for each eps it never attacked).
         examples: Keep, for the first this many evaluated samples, the
             adversarial input the curve counted at every eps (`Curve.examples`,
             for galleries that show exactly what the curve measured).
@@ -509,9 +519,8 @@ class _Evaluation:
         checks = []
         for i, eps in enumerate(self.epsilons):
             check = self.level_checks[i]
-            if eps == 0 or (progress is not None and not check.attacked):
-                if progress is not None:
-                    progress(i, 0, 0)
+            if progress is not None and not check.attacked:
+                progress(i, 0, 0)
             if eps == 0:
                 checks.append({**self.clean_check, **_NOTHING})
                 continue
@@ -626,9 +635,10 @@ class _Evaluation:
         )
         self.reached_level[batch[reached]] = level[reached]
         self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
-        for i in level.unique().tolist() if checks is not None else []:
+        for i in level.unique().tolist():
             rows = (level == i).to(x_adv.device)
-            checks[i].add(x_adv[rows] - x_batch[rows], x_adv[rows], self.norm)
+            if checks is not None:
+                checks[i].add(x_adv[rows] - x_batch[rows], x_adv[rows], self.norm)
         if self.examples is not None:
             top = len(self.epsilons) - 1
             kept = (batch < len(self.examples["x"])) & (reached | (level == top))
