@@ -635,9 +635,9 @@ class _Evaluation:
         )
         self.reached_level[batch[reached]] = level[reached]
         self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
-        for i in level.unique().tolist():
-            rows = (level == i).to(x_adv.device)
-            if checks is not None:
+        if checks is not None:
+            for i in level.unique().tolist():
+                rows = (level == i).to(x_adv.device)
                 checks[i].add(x_adv[rows] - x_batch[rows], x_adv[rows], self.norm)
         if self.examples is not None:
             top = len(self.epsilons) - 1
