@@ -34,10 +34,10 @@ TARGETS = ("random", "least-likely")
 # How a curve is computed (see `robustness_curve`).
 METHODS = ("descend", "per-eps")
 
-# Which level a walking sample of "descend" is attacked at next: "descend" (the one
-# below its breaking level so far) or "bisect" (halfway to the highest level known
-# robust; measured: fewer rounds, more passes and a slightly weaker curve).
-PROBE = "descend"
+# Steps of the warm probe of "descend": before a walking sample is attacked at an
+# eps, this many steps from its last adversarial point projected there (measured
+# against 2, 5 and steps from that point alone: fewest passes, and no weaker).
+WARM_STEPS = 1
 
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
@@ -96,7 +96,8 @@ class Curve:
             `{"code", "message"}` (see `advkit.trust`).
         checks: Per eps, `max_norm` (largest perturbation norm seen),
             `nan_count`, `min` / `max` of the adversarial inputs (None when no
-            sample was attacked at that eps), `attacked` (samples attacked) and
+            sample was attacked at that eps), `attacked` (samples attacked;
+            `"descend"` counts a warm probe and the attack after it apart) and
             the `forward` / `backward` passes (per sample) the attack spent there.
         passes: Forward and backward passes of the model over the whole
             evaluation (clean pass, attacks, checks), counted per sample.
@@ -186,11 +187,14 @@ def robustness_curve(
       strong): attack every sample at the largest eps; then each sample that
       broke walks the grid down: at the next smaller eps, first its last
       adversarial point projected onto that ball is checked (one forward
-      pass, repeated down the grid while it still fools), and only then is
-      it attacked there, warm-started from that projected point when the
-      attack takes `start` (pgd); the first eps where the attack fails ends
-      the walk, and the sample counts as robust below it (a success at eps
-      is one at every larger eps; a failure is inferred at smaller ones).
+      pass, repeated down the grid while it still fools); then, when the
+      attack takes `start` (pgd), `WARM_STEPS` steps from that projected
+      point (a warm probe); only then is it attacked there as at that eps
+      alone (from the clean input, that eps's seeds); the first eps where
+      the attack fails ends the walk, and the sample counts as robust below
+      it (a success at eps is one at every larger eps; a failure is
+      inferred at smaller ones). A warm probe never replaces the attack's
+      failure: every sample counted robust at eps failed the attack at eps.
       Each sample pays about one failed attack, where attacking eps by eps
       pays one per eps below its breaking budget. The walk goes in rounds:
       each round attacks every walking sample at its own eps, with that
@@ -482,9 +486,9 @@ class _Evaluation:
         the grid (the index of the smallest eps where it was fooled / reached,
         `len(epsilons)` if never). A sample that broke at a level moves to the
         level below: first its point projected there is checked (one forward
-        pass, repeated while it keeps succeeding), then it is attacked there,
-        warm-started from that point when the attack takes `start`. A failure
-        ends its walk. Each round attacks every walking sample at once (one
+        pass, repeated while it keeps succeeding), then probed from that point
+        (`WARM_STEPS` steps, attacks that take `start`), then attacked there
+        from the clean input. A failure ends its walk. Each round attacks every walking sample at once (one
         attack call per batch, each sample at its own eps with its own seeds),
         so a success is kept at every larger eps by construction.
         """
@@ -510,8 +514,8 @@ class _Evaluation:
             self.lo[walking[~broke]] = level[walking[~broke]]
             self.project_down(walking[broke])
             walking = walking[self.reached_level[walking] - self.lo[walking] > 1]
-            level[walking] = self.next_level(walking)
-            warm = takes(attack, "start")
+            level[walking] = self.reached_level[walking] - 1
+            warm = takes(attack, "start") and takes(attack, "steps")
         self.finish_descend(options["norm"], progress)
 
     def finish_descend(self, norm: str, progress: Callable[[int, int, int], None] | None) -> None:
@@ -534,14 +538,6 @@ class _Evaluation:
             self.success_rate.append(int((self.reached_level <= i).sum()) / self.n)
         grid = torch.tensor([*self.epsilons, math.nan], dtype=torch.float64)
         self.fooled_at, self.reached_at = grid[self.fooled_level], grid[self.reached_level]
-
-    def next_level(self, samples: torch.Tensor) -> torch.Tensor:
-        """The level to attack each walking sample at next: between its highest level known
-        robust and its breaking level so far."""
-        lo, hi = self.lo[samples], self.reached_level[samples]
-        if PROBE == "bisect":
-            return torch.div(lo + hi, 2, rounding_mode="floor")
-        return hi - 1
 
     def project_down(self, samples: torch.Tensor) -> None:
         """Walk the samples that just broke down through their projected points (one
@@ -583,11 +579,18 @@ class _Evaluation:
         warm: bool,
         progress: Callable[[int, int, int], None] | None,
     ) -> None:
-        """Attack each sample at its own `level` (from its last point when `warm`), all
-        levels in the same calls."""
+        """Attack each sample at its own `level`, all levels in the same calls: when `warm`,
+        first `WARM_STEPS` steps from its last point projected there, then, where that
+        failed, the attack itself from the clean input (with that level's seeds)."""
+        if warm:  # a short probe from the last point; what it does not break is attacked cold
+            for batch in samples.split(self.batch_size):
+                probe = {**options, "steps": WARM_STEPS}
+                probe.update({"restarts": 1} if takes(attack, "restarts") else {})
+                self.attack_levels(batch, level[batch], attack, probe, warm=True)
+            samples = samples[self.reached_level[samples] != level[samples]]
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            self.attack_levels(batch, level[batch], attack, options, warm)
+            self.attack_levels(batch, level[batch], attack, options)
             if progress is not None:
                 progress(int(level[batch].max()), start + len(batch), len(samples))
 
@@ -597,9 +600,10 @@ class _Evaluation:
         at: torch.Tensor,
         attack: str,
         options: dict[str, Any],
-        warm: bool,
+        warm: bool = False,
     ) -> None:
-        """One attack call: each sample of `batch` at the eps of its level `at`."""
+        """One attack call: each sample of `batch` at the eps of its level `at` (started
+        from its last point when `warm`)."""
         stages: list[dict[str, Any]] = []
         if takes(attack, "log"):
             options = {**options, "log": stages}
