@@ -546,7 +546,8 @@ class _Evaluation:
             below = self.reached_level[samples] - 1
             keep = below > self.lo[samples]
             samples, below = samples[keep], below[keep]
-            samples = samples[self.try_projected(samples, below)]
+            if len(samples):  # models need not take an empty batch
+                samples = samples[self.try_projected(samples, below)]
 
     def try_projected(self, samples: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """Check each sample's last adversarial point projected onto its eps-ball at `level`

@@ -448,3 +448,24 @@ def test_descend_shares_out_a_staged_attacks_log_per_eps(model, data):
         assert all(isinstance(v, int) for s in stages for k, v in s.items() if k != "stage")
         if check["attacked"]:  # every attacked sample goes through the first stage
             assert stages[0]["attacked"] == check["attacked"]
+
+
+class NoEmptyBatch(nn.Module):
+    """A model that refuses an empty batch (as JPEG-preprocessing defenses do)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(x):
+            raise ValueError("empty batch")
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_descend_never_calls_the_model_on_an_empty_batch(model, data, norm):
+    x, y = data
+    grid = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
+    curve = robustness_curve(NoEmptyBatch(model), x, y, grid, norm=norm, steps=5)
+    assert is_monotone(curve)
