@@ -34,6 +34,11 @@ TARGETS = ("random", "least-likely")
 # How a curve is computed (see `robustness_curve`).
 METHODS = ("descend", "per-eps")
 
+# Steps of the warm probe of "descend": before a walking sample is attacked at an
+# eps, this many steps from its last adversarial point projected there (measured
+# against 2, 5 and steps from that point alone: fewest passes, and no weaker).
+WARM_STEPS = 1
+
 # The attack's own result must respect the budget up to this (float rounding).
 NORM_TOLERANCE = 1e-6
 
@@ -91,7 +96,8 @@ class Curve:
             `{"code", "message"}` (see `advkit.trust`).
         checks: Per eps, `max_norm` (largest perturbation norm seen),
             `nan_count`, `min` / `max` of the adversarial inputs (None when no
-            sample was attacked at that eps), `attacked` (samples attacked) and
+            sample was attacked at that eps), `attacked` (samples attacked;
+            `"descend"` counts a warm probe and the attack after it apart) and
             the `forward` / `backward` passes (per sample) the attack spent there.
         passes: Forward and backward passes of the model over the whole
             evaluation (clean pass, attacks, checks), counted per sample.
@@ -178,14 +184,22 @@ def robustness_curve(
     Two methods find the breaking budgets:
 
     - `"descend"` (the default for attacks with `steps`, e.g. pgd, apgd,
-      strong): attack every sample at the largest eps; then, for each sample
-      that broke, walk the grid down: at the next smaller eps, first check
-      its last adversarial point projected onto that ball (one forward pass),
-      and only if that fails attack there; the first eps where the attack
-      fails ends the walk, and the sample counts as robust below it (a success
-      at eps is one at every larger eps; a failure is inferred at smaller
-      ones). Each sample pays about one failed attack, where attacking eps by
-      eps pays one per eps below its breaking budget.
+      strong): attack every sample at the largest eps; then each sample that
+      broke walks the grid down: at the next smaller eps, first its last
+      adversarial point projected onto that ball is checked (one forward
+      pass, repeated down the grid while it still fools); then, when the
+      attack takes `start` (pgd), `WARM_STEPS` steps from that projected
+      point (a warm probe); only then is it attacked there as at that eps
+      alone (from the clean input, that eps's seeds); the first eps where
+      the attack fails ends the walk, and the sample counts as robust below
+      it (a success at eps is one at every larger eps; a failure is
+      inferred at smaller ones). A warm probe never replaces the attack's
+      failure: every sample counted robust at eps failed the attack at eps.
+      Each sample pays about one failed attack, where attacking eps by eps
+      pays one per eps below its breaking budget. The walk goes in rounds:
+      each round attacks every walking sample at its own eps, with that
+      eps's seeds, in the same batches; the passes (and a staged attack's
+      `stages` log) of a batch are shared out over its eps by samples.
     - `"per-eps"` (the default otherwise): eps by eps upwards, each attacking
       only the samples no smaller eps has fooled (untargeted) or brought to
       the target (targeted).
@@ -226,8 +240,9 @@ def robustness_curve(
             parameter (CPU if it has none).
         progress: Called as `progress(eps_index, done, total)` after each
             attacked batch, `done` of the `total` samples attacked at that eps;
-            an eps with nothing to attack reports once with `0, 0` (`"descend"`
-            visits the eps from the largest down).
+            an eps with nothing to attack reports once with `0, 0` (`"descend"`:
+            after each batch of a round, with the largest eps index in the batch
+            and the round's counts; then `0, 0` for each eps it never attacked).
         examples: Keep, for the first this many evaluated samples, the
             adversarial input the curve counted at every eps (`Curve.examples`,
             for galleries that show exactly what the curve measured).
@@ -467,10 +482,15 @@ class _Evaluation:
     ) -> None:
         """The `"descend"` method: attack at the largest eps, then walk each broken sample down.
 
-        `level` holds each sample's breaking level on the grid (the index of
-        the smallest eps where it was fooled / reached, `len(epsilons)` if
-        never); the walk at a level only visits the samples that broke at the
-        level above, so a success is kept at every larger eps by construction.
+        `fooled_level` / `reached_level` hold each sample's breaking level on
+        the grid (the index of the smallest eps where it was fooled / reached,
+        `len(epsilons)` if never). A sample that broke at a level moves to the
+        level below: first its point projected there is checked (one forward
+        pass, repeated while it keeps succeeding), then probed from that point
+        (`WARM_STEPS` steps, attacks that take `start`), then attacked there
+        from the clean input. A failure ends its walk. Each round attacks every walking sample at once (one
+        attack call per batch, each sample at its own eps with its own seeds),
+        so a success is kept at every larger eps by construction.
         """
         levels, self.norm = len(self.epsilons), options["norm"]
         self.fooled_level = torch.where(self.clean_fooled, 0, levels)
@@ -478,84 +498,156 @@ class _Evaluation:
         self.points = torch.empty((self.n, *self.x.shape[1:]), dtype=self.x.dtype)
         if self.examples is not None:
             self.examples["x_adv"] = self.examples["x"][:, None].repeat_interleave(levels, dim=1)
-        checks: list[dict[str, Any]] = [{**self.clean_check, **_NOTHING}] * levels
-        walking = torch.arange(self.n)[~self.clean_reached]
-        for level in range(levels - 1, -1, -1):
-            eps = self.epsilons[level]
-            if eps == 0 or not len(walking):
-                walking = walking[:0]
-                if eps > 0:
-                    checks[level] = {**_Check().result(eps, options["norm"]), **_NOTHING}
-                if progress is not None:
-                    progress(level, 0, 0)
+        self.level_checks = [_Check() for _ in range(levels)]
+        self.spent = torch.zeros((levels, 2), dtype=torch.float64)  # forward, backward
+        self.stages: list[list[dict[str, Any]]] = [[] for _ in range(levels)]
+        self.grid = torch.tensor(self.epsilons, dtype=torch.float64)
+        # Per sample, the highest level known robust (the attack failed there; eps 0 counts).
+        self.lo = torch.full((self.n,), int((self.grid == 0).sum()) - 1)
+        top = levels - 1
+        walking = torch.arange(self.n)[~self.clean_reached] if self.epsilons[top] > 0 else None
+        level = torch.full((self.n,), top)
+        warm = False
+        while walking is not None and len(walking):
+            self.attack_round(walking, level, attack, options, warm, progress)
+            broke = self.reached_level[walking] == level[walking]
+            self.lo[walking[~broke]] = level[walking[~broke]]
+            self.project_down(walking[broke])
+            walking = walking[self.reached_level[walking] - self.lo[walking] > 1]
+            level[walking] = self.reached_level[walking] - 1
+            warm = takes(attack, "start") and takes(attack, "steps")
+        self.finish_descend(options["norm"], progress)
+
+    def finish_descend(self, norm: str, progress: Callable[[int, int, int], None] | None) -> None:
+        """The curve, checks and breaking budgets from the levels the walk found."""
+        checks = []
+        for i, eps in enumerate(self.epsilons):
+            check = self.level_checks[i]
+            if progress is not None and not check.attacked:
+                progress(i, 0, 0)
+            if eps == 0:
+                checks.append({**self.clean_check, **_NOTHING})
                 continue
-            check, stages = _Check(), list[dict[str, Any]]()
-            level_options = {**options, "log": stages} if takes(attack, "log") else options
-            with attacks.count_passes(self.model) as passes:
-                todo = walking if level == levels - 1 else self.try_projected(walking, level)
-                self.walk_step(todo, level, attack, level_options, check, progress)
-            spent = {"forward": passes.forward, "backward": passes.backward}
-            merged = {"stages": _merge(stages)} if stages else {}
-            checks[level] = {**check.result(eps, options["norm"]), **spent, **merged}
-            walking = (self.reached_level == level).nonzero().squeeze(1)
+            forward, backward = (round(v) for v in self.spent[i].tolist())
+            merged = {"stages": _merge(self.stages[i], whole=True)} if self.stages[i] else {}
+            spent = {"forward": forward, "backward": backward}
+            checks.append({**check.result(eps, norm), **spent, **merged})
         self.checks = checks
-        for i in range(levels):
+        for i in range(len(self.epsilons)):
             self.accuracy.append(int((self.fooled_level > i).sum()) / self.n)
             self.success_rate.append(int((self.reached_level <= i).sum()) / self.n)
         grid = torch.tensor([*self.epsilons, math.nan], dtype=torch.float64)
         self.fooled_at, self.reached_at = grid[self.fooled_level], grid[self.reached_level]
 
-    def try_projected(self, samples: torch.Tensor, level: int) -> torch.Tensor:
-        """Check each sample's last adversarial point projected onto the eps-ball at `level`
-        (one forward pass); record the successes and return the samples still to attack."""
-        eps, norm = self.epsilons[level], self.norm
-        left = []
-        for batch in samples.split(self.batch_size):
-            x_batch = self.inputs(batch)
-            budget = torch.full((len(batch),), eps, dtype=x_batch.dtype, device=self.device)
-            ball = norms.ball(x_batch, budget, norm, None)  # a shrunk point stays in the box
-            candidate = ball.project(self.points[batch].to(self.device))
-            reached = self.record(batch, level, x_batch, candidate, _Check())
-            left.append(batch[~reached])
-        return torch.cat(left) if left else samples[:0]
+    def project_down(self, samples: torch.Tensor) -> None:
+        """Walk the samples that just broke down through their projected points (one
+        forward pass per level, while it still succeeds, above the level known robust)."""
+        while len(samples):
+            below = self.reached_level[samples] - 1
+            keep = below > self.lo[samples]
+            samples, below = samples[keep], below[keep]
+            if len(samples):  # models need not take an empty batch
+                samples = samples[self.try_projected(samples, below)]
 
-    def walk_step(
+    def try_projected(self, samples: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Check each sample's last adversarial point projected onto its eps-ball at `level`
+        (one forward pass); record the successes and return whether each reached."""
+        reached = []
+        for batch, at in zip(
+            samples.split(self.batch_size), level.split(self.batch_size), strict=True
+        ):
+            x_batch = self.inputs(batch)
+            budget = self.grid[at].to(device=self.device, dtype=x_batch.dtype)
+            ball = norms.ball(x_batch, budget, self.norm, None)  # a shrunk point stays in the box
+            candidate = ball.project(self.points[batch].to(self.device))
+            with attacks.count_passes(self.model) as passes:
+                hit = self.record(batch, at, x_batch, candidate, None)
+            self.share(at, passes.forward, passes.backward)
+            reached.append(hit)
+        return torch.cat(reached) if reached else torch.zeros(0, dtype=torch.bool)
+
+    def share(self, level: torch.Tensor, forward: int, backward: int) -> None:
+        """Attribute a call's passes to the levels of its samples, in proportion to their number."""
+        counts = torch.bincount(level, minlength=len(self.epsilons)).double()
+        self.spent += counts[:, None] / max(len(level), 1) * torch.tensor([forward, backward])
+
+    def attack_round(
         self,
         samples: torch.Tensor,
-        level: int,
+        level: torch.Tensor,
         attack: str,
         options: dict[str, Any],
-        check: _Check,
+        warm: bool,
         progress: Callable[[int, int, int], None] | None,
     ) -> None:
-        """Attack `samples` at `level` (from the clean input, seeds of that level)."""
+        """Attack each sample at its own `level`, all levels in the same calls: when `warm`,
+        first `WARM_STEPS` steps from its last point projected there, then, where that
+        failed, the attack itself from the clean input (with that level's seeds)."""
+        if warm:  # a short probe from the last point; what it does not break is attacked cold
+            for batch in samples.split(self.batch_size):
+                probe = {**options, "steps": WARM_STEPS}
+                probe.update({"restarts": 1} if takes(attack, "restarts") else {})
+                self.attack_levels(batch, level[batch], attack, probe, warm=True)
+            samples = samples[self.reached_level[samples] != level[samples]]
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            x_batch, x_adv = self.run_attack(batch, level, attack, options)
-            self.record(batch, level, x_batch, x_adv, check)
+            self.attack_levels(batch, level[batch], attack, options)
             if progress is not None:
-                progress(level, start + len(batch), len(samples))
-        if progress is not None and not len(samples):
-            progress(level, 0, 0)
+                progress(int(level[batch].max()), start + len(batch), len(samples))
+
+    def attack_levels(
+        self,
+        batch: torch.Tensor,
+        at: torch.Tensor,
+        attack: str,
+        options: dict[str, Any],
+        warm: bool = False,
+    ) -> None:
+        """One attack call: each sample of `batch` at the eps of its level `at` (started
+        from its last point when `warm`)."""
+        stages: list[dict[str, Any]] = []
+        if takes(attack, "log"):
+            options = {**options, "log": stages}
+        if warm:
+            options = {**options, "start": self.points[batch].to(self.device)}
+        with attacks.count_passes(self.model) as passes:
+            x_batch, x_adv = self.run_attack(batch, at, attack, options)
+            self.record(batch, at, x_batch, x_adv, self.level_checks)
+        self.share(at, passes.forward, passes.backward)
+        counts = torch.bincount(at, minlength=len(self.epsilons)).tolist()
+        for i, count in enumerate(counts):  # a staged attack's log, shared out the same way
+            share = count / len(at)
+            self.stages[i] += [
+                {k: v if k == "stage" else v * share for k, v in entry.items()}
+                for entry in stages
+                if count
+            ]
 
     def record(
         self,
         batch: torch.Tensor,
-        level: int,
+        level: torch.Tensor,
         x_batch: torch.Tensor,
         x_adv: torch.Tensor,
-        check: _Check,
+        checks: list[_Check] | None,
     ) -> torch.Tensor:
-        """Note where `x_adv` (valid at `level`) fools / reaches; return whether it reached."""
+        """Note where `x_adv` (valid at each sample's `level`) fools / reaches; return
+        whether each reached. `checks` (per level) get the points, when given."""
         prediction = self.predict(x_adv)
         fooled, reached = prediction != self.y[batch], self.succeeded(prediction, batch)
-        self.fooled_level[batch[fooled]] = self.fooled_level[batch[fooled]].clamp(max=level)
-        self.reached_level[batch[reached]] = level
+        self.fooled_level[batch[fooled]] = torch.minimum(
+            self.fooled_level[batch[fooled]], level[fooled]
+        )
+        self.reached_level[batch[reached]] = level[reached]
         self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
-        check.add(x_adv - x_batch, x_adv, self.norm)
+        if checks is not None:
+            for i in level.unique().tolist():
+                rows = (level == i).to(x_adv.device)
+                checks[i].add(x_adv[rows] - x_batch[rows], x_adv[rows], self.norm)
         if self.examples is not None:
-            kept = (batch < len(self.examples["x"])) & (reached | (level == len(self.epsilons) - 1))
-            self.examples["x_adv"][batch[kept], level] = x_adv[kept.to(x_adv.device)].cpu()
+            top = len(self.epsilons) - 1
+            kept = (batch < len(self.examples["x"])) & (reached | (level == top))
+            self.examples["x_adv"][batch[kept], level[kept]] = x_adv[kept.to(x_adv.device)].cpu()
         return reached
 
     def seeds(self, i: int) -> torch.Tensor:
@@ -565,19 +657,26 @@ class _Evaluation:
         return self._seeds[i]
 
     def run_attack(
-        self, batch: torch.Tensor, i: int, attack: str, options: dict[str, Any]
+        self, batch: torch.Tensor, i: int | torch.Tensor, attack: str, options: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The attack at eps index `i` on the samples `batch`: clean inputs and adversarial ones."""
+        """The attack at eps index `i` (one, or one per sample) on the samples `batch`:
+        clean inputs and adversarial ones."""
         x_batch = self.inputs(batch)
         t_batch = None if self.targets is None else self.targets[batch].to(self.device)
         y_batch = self.y[batch].to(self.device)
+        at = torch.full_like(batch, i) if isinstance(i, int) else i
+        seeds = self.seeds(0)[batch].clone()
+        for level in at.unique().tolist():
+            rows = at == level
+            seeds[rows] = self.seeds(level)[batch[rows]]
         if takes(attack, "seeds"):
-            options = {**options, "seeds": self.seeds(i)[batch].to(self.device)}
+            options = {**options, "seeds": seeds.to(self.device)}
         elif takes(attack, "generator"):  # an attack without per-sample seeds
-            seed = int(self.seeds(i)[batch[0]]) if len(batch) else 0
+            seed = int(seeds[0]) if len(batch) else 0
             options = {**options, "generator": torch.Generator(self.device).manual_seed(seed)}
+        eps: float | torch.Tensor = self.epsilons[i] if isinstance(i, int) else self.grid[at]
         x_adv = attacks.ATTACKS[attack](
-            self.model, x_batch, y_batch, self.epsilons[i], target=t_batch, **options
+            self.model, x_batch, y_batch, eps, target=t_batch, **options
         )
         return x_batch, x_adv
 
@@ -599,14 +698,18 @@ class _Evaluation:
             self.examples["current"][batch[kept]] = x_adv[kept.to(x_adv.device)].cpu()
 
 
-def _merge(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sum the per-batch logs of a staged attack into one entry per stage, in order."""
+def _merge(stages: list[dict[str, Any]], whole: bool = False) -> list[dict[str, Any]]:
+    """Sum the per-batch logs of a staged attack into one entry per stage, in order
+    (`whole`: rounded to whole numbers, for logs shared out over several eps)."""
     merged: dict[str, dict[str, Any]] = {}
     for entry in stages:
         into = merged.setdefault(entry["stage"], {"stage": entry["stage"]})
         for key, value in entry.items():
             if key != "stage":
                 into[key] = into.get(key, 0) + value
+    if whole:
+        for into in merged.values():
+            into.update({k: round(v) for k, v in into.items() if k != "stage"})
     return list(merged.values())
 
 

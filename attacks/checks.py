@@ -44,6 +44,26 @@ def check_x(x: object) -> torch.Tensor:
     return x
 
 
+def check_start(start: object, x: torch.Tensor) -> torch.Tensor:
+    """Return a warm start as `x`'s dtype and device; raise unless it is a finite float
+    tensor of `x`'s shape."""
+    if (
+        not isinstance(start, torch.Tensor)
+        or not start.is_floating_point()
+        or start.shape != x.shape
+        or not bool(torch.isfinite(start).all())
+    ):
+        shown = (
+            f"{start.dtype} tensor of shape {tuple(start.shape)}"
+            if isinstance(start, torch.Tensor)
+            else type(start).__name__
+        )
+        raise ValueError(
+            f"start must be a finite float tensor of x's shape {tuple(x.shape)}, got {shown}"
+        )
+    return start.detach().to(device=x.device, dtype=x.dtype)
+
+
 def check_clip(clip: object, x: torch.Tensor) -> tuple[float, float] | None:
     """Return `clip` as floats; raise if it is malformed or `x` lies outside it."""
     if clip is None:

@@ -27,6 +27,7 @@ def pgd(
     generator: torch.Generator | None = None,
     early_stop: bool = False,
     seeds: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected Gradient Descent, Madry et al. 2018 (https://arxiv.org/abs/1706.06083).
 
@@ -64,6 +65,11 @@ def pgd(
             (restart `r > 0` uses `Noise.fork("restart", r)` of them)
             depend only on its own seed, so the result of a sample does not
             depend on the batch it is in, its position or the batch size.
+        start: Starting points `(N, ...)` of the first restart (a warm start,
+            e.g. an adversarial point found at another budget), projected onto
+            the eps-ball and `clip`; they replace the random start of that
+            restart (later restarts start at random as usual). None: the first
+            restart starts as `random_start` says.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -81,6 +87,8 @@ def pgd(
         size = 2.5 * p.eps / steps
     else:
         size = torch.full_like(p.eps, checks.check_step_size(step_size))
+    if start is not None:
+        start = checks.check_start(start, p.x)
     if not p.eps.any():
         return p.original.clone()
     noise = Noise.of(p.x, seeds=seeds, generator=generator) if random_start else None
@@ -90,7 +98,9 @@ def pgd(
         for restart in range(restarts):
             todo = best.todo()
             point = p.x[todo]
-            if noise is not None:  # each sample's own draw: the same whatever was fooled before
+            if start is not None and restart == 0:  # a warm start, inside the ball
+                point = ball.project(start)
+            elif noise is not None:  # each sample's own draw: the same whatever was fooled before
                 point = norms.random_start(
                     point, p.eps[todo], norm, p.clip, _restart(noise, restart).select(todo), "start"
                 )

@@ -497,3 +497,54 @@ def test_robustness_curve_refuses_bad_arguments(tiny_net, tiny_data, part, kw, m
         return
     with pytest.raises(ValueError, match=message):
         robustness_curve(tiny_net, x, y, **kw)
+
+
+def test_descend_spends_fewer_passes_than_per_eps_and_is_as_strong(model, data):
+    # One failed attack per sample (warm-started walks down the grid), against one per eps
+    # below its breaking budget; what it finds is at least as strong at every eps.
+    x, y = data
+    grid = [0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4]
+    descend = robustness_curve(model, x, y, grid, steps=10, method="descend")
+    per_eps = robustness_curve(model, x, y, grid, steps=10, method="per-eps")
+    assert sum(descend.passes.values()) < 0.8 * sum(per_eps.passes.values())
+    for a, b in zip(descend.accuracy, per_eps.accuracy, strict=True):
+        assert a <= b + 2 / len(x)
+    assert is_monotone(descend)
+    # Each eps's checks count the samples attacked there and the passes spent on them.
+    attacked = sum(c["attacked"] for c in descend.checks)
+    assert len(x) // 2 < attacked <= (len(grid) - 1) * len(x)
+    spent = sum(c["forward"] + c["backward"] for c in descend.checks)
+    assert spent <= sum(descend.passes.values()) <= spent + 8 * len(x)  # clean pass, checks
+
+
+def test_descend_shares_out_a_staged_attacks_log_per_eps(model, data):
+    x, y = data
+    curve = robustness_curve(
+        model, x, y, EPSILONS, attack="strong", steps=4, targeted_steps=2, queries=0
+    )
+    for check in curve.checks[1:]:
+        stages = check.get("stages", [])
+        assert all(isinstance(v, int) for s in stages for k, v in s.items() if k != "stage")
+        if check["attacked"]:  # every attacked sample goes through the first stage
+            assert stages[0]["attacked"] == check["attacked"]
+
+
+class NoEmptyBatch(nn.Module):
+    """A model that refuses an empty batch (as JPEG-preprocessing defenses do)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(x):
+            raise ValueError("empty batch")
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_descend_never_calls_the_model_on_an_empty_batch(model, data, norm):
+    x, y = data
+    grid = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
+    curve = robustness_curve(NoEmptyBatch(model), x, y, grid, norm=norm, steps=5)
+    assert is_monotone(curve)

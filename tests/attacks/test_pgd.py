@@ -1,8 +1,10 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import attacks
-from attacks import losses
+from attacks import losses, norms
 from attacks.noise import Noise
 
 
@@ -187,3 +189,34 @@ def test_different_seeds_give_different_random_starts(bn_model, images):
 def test_pgd_rejects_bad_options(bn_model, images, kwargs, match):
     with pytest.raises(ValueError, match=match):
         attacks.pgd(bn_model, *images, 0.1, **kwargs)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), eps=st.floats(0.01, 1.5), norm=st.sampled_from(attacks.NORMS))
+def test_a_warm_start_anywhere_stays_in_the_ball_and_a_fooling_start_is_kept(seed, eps, norm):
+    # Any start is projected onto the ball and the box; with early_stop a start that
+    # already fools comes back as its projection (no step is taken from it).
+    generator = gen(seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).double()
+    x = torch.rand(6, 1, 3, 4, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=generator)
+    start = x + 3 * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    x_adv = attacks.pgd(model, x, y, eps, norm=norm, steps=3, start=start, early_stop=True)
+    assert (norms.norm_of(x_adv - x, norm) <= eps + 1e-9).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    ball = norms.ball(x, torch.full((6,), float(eps), dtype=x.dtype), norm, (0.0, 1.0))
+    projected = ball.project(start)
+    with torch.no_grad():
+        fooled = model(projected).argmax(1) != y
+    assert torch.allclose(x_adv[fooled], projected[fooled], atol=1e-12)
+    again = attacks.pgd(model, x, y, eps, norm=norm, steps=3, start=start, early_stop=True)
+    assert torch.equal(again, x_adv)  # a warm start draws nothing at random
+
+
+@pytest.mark.parametrize(
+    "start", [torch.zeros(2, 4), torch.zeros(3, 5), torch.full((3, 4), float("nan")), 1.0]
+)
+def test_a_malformed_start_is_refused_naming_it(start):
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="start"):
+        attacks.pgd(model, torch.rand(3, 4), torch.zeros(3, dtype=torch.long), 0.1, start=start)
