@@ -51,6 +51,7 @@ def apgd(
     generator: torch.Generator | None = None,
     early_stop: bool = False,
     rho: float = 0.75,
+    misclassify: bool = False,
 ) -> torch.Tensor:
     """Auto-PGD, Croce & Hein 2020 (https://arxiv.org/abs/2003.01690).
 
@@ -93,6 +94,9 @@ def apgd(
             it and keep that point.
         rho: The fraction of successful steps below which the step size is
             halved, in [0, 1].
+        misclassify: With a `target`, count any misclassification as a
+            success (for keeping points and `early_stop`); the target only
+            steers the loss. AutoAttack's APGD-T judges its runs this way.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -123,7 +127,7 @@ def apgd(
             # Drawn for the whole batch, so a restart starts the same whatever was fooled before.
             start = norms.random_start(p.x, p.eps, norm, p.clip, generator) if random_start else p.x
             todo = best.todo()
-            run = _Run(model, p.select(todo), ball.select(todo), start[todo])
+            run = _Run(model, p.select(todo), ball.select(todo), start[todo], misclassify)
             for i in range(1, steps + 1):
                 if early_stop and not run.retire_successes():
                     break
@@ -170,10 +174,15 @@ class _Run:
     )
 
     def __init__(
-        self, model: nn.Module, p: checks.Problem, ball: norms.Ball, start: torch.Tensor
+        self,
+        model: nn.Module,
+        p: checks.Problem,
+        ball: norms.Ball,
+        start: torch.Tensor,
+        misclassify: bool = False,
     ) -> None:
         n, device = len(start), start.device
-        self.p, self.ball = p, ball
+        self.p, self.ball, self.misclassify = p, ball, misclassify
         self.rows = torch.arange(n, device=device)
         self.size = INITIAL_STEP * p.eps
         self.point = self.previous = start
@@ -216,7 +225,7 @@ class _Run:
         self.top_grad = torch.where(_per_sample(higher, point), self.grad, self.top_grad)
         self.top_value = torch.where(higher, value, self.top_value)
         # The result: a success beats a failure, then the higher objective wins.
-        success = losses.succeeded(logits, self.p.y, self.p.target)
+        success = losses.succeeded(logits, self.p.y, None if self.misclassify else self.p.target)
         old_success, old_value = self.success[self.rows], self.value[self.rows]
         better = (success & ~old_success) | ((success == old_success) & (value > old_value))
         rows = self.rows[better]
