@@ -22,12 +22,12 @@ from attacks.apgd import apgd
 from attacks.runtime import count_passes, eval_mode
 from attacks.square import square
 
-# Presets: (steps, targets, targeted_steps, rounds, queries). Chosen by
-# measurement against AutoAttack (scripts/bench/strong.py, BENCHMARKS.md).
-STRENGTHS: dict[str, tuple[int, int, int, int, int]] = {
-    "fast": (100, 3, 50, 1, 0),
-    "default": (100, 3, 50, 3, 0),
-    "thorough": (100, 9, 100, 3, 1000),
+# Presets: (steps, targets, targeted_steps, rounds, round_targets, queries).
+# Chosen by measurement against AutoAttack (scripts/bench/strong.py, BENCHMARKS.md).
+STRENGTHS: dict[str, tuple[int, int, int, int, int, int]] = {
+    "fast": (100, 3, 25, 1, 3, 0),
+    "default": (100, 9, 25, 2, 3, 0),
+    "thorough": (100, 9, 50, 3, 9, 1000),
 }
 
 
@@ -47,6 +47,7 @@ def strong(
     targets: int | None = None,
     targeted_steps: int | None = None,
     rounds: int | None = None,
+    round_targets: int | None = None,
     queries: int | None = None,
     log: list[dict] | None = None,
 ) -> torch.Tensor:
@@ -54,13 +55,13 @@ def strong(
 
     Untargeted (the default): APGD with `loss` (cross-entropy) for `steps`;
     then, on the samples still classified correctly, APGD with the targeted
-    DLR loss toward each of the `targets` classes with the highest logits at
-    the first stage's point (the most likely wrong classes once attacked),
-    `targeted_steps` each, from a random start; the target only steers the
-    loss, and any misclassification counts (AutoAttack's APGD-T rule). That
-    round over the targets is run `rounds` times, each from fresh random
-    starts and on the survivors only. Then, if `queries > 0`, Square with
-    that many queries on whatever survives every gradient attack.
+    DLR loss toward each of the `targets` wrong classes with the highest
+    clean logits, `targeted_steps` each, from a random start; the target only
+    steers the loss, and any misclassification counts (AutoAttack's APGD-T
+    rule). `rounds - 1` more rounds over the top `round_targets` classes
+    follow, from fresh random starts. Then, if `queries > 0`, Square with
+    that many queries on whatever survives every gradient attack. Every
+    stage runs only on the samples that survive the stages before it.
     Targeted (`target` given): APGD toward the target with `loss`, then
     `rounds` runs with the targeted DLR loss (if `targets > 0`), then Square.
 
@@ -81,7 +82,8 @@ def strong(
         steps: APGD steps of the first stage.
         targets: Target classes per round of the targeted stage (0 skips it).
         targeted_steps: APGD steps per target class.
-        rounds: Rounds over the target classes, >= 1.
+        rounds: Rounds of the targeted stage, >= 1, each from fresh random starts.
+        round_targets: Target classes (the top ones) of each round after the first.
         queries: Square's query budget on the survivors (0 skips it).
         log: If a list, one dict per stage is appended: `stage`, `attacked`
             (samples), `fooled` (of those), `forward` and `backward` passes.
@@ -93,7 +95,7 @@ def strong(
         x `(N, ...)`, y `(N,)`, target `(N,)` -> `(N, ...)`.
     """
     p = checks.prepare(x, y, eps, norm=norm, target=target, loss=loss, clip=clip)
-    plan = _Plan.make(strength, steps, targets, targeted_steps, rounds, queries)
+    plan = _Plan.make(strength, steps, targets, targeted_steps, rounds, round_targets, queries)
     if not p.eps.any():
         return p.original.clone()
     if generator is None:
@@ -101,32 +103,29 @@ def strong(
     best = p.original.clone()
     fooled = torch.zeros(len(best), dtype=torch.bool, device=best.device)
     common = {"norm": norm, "clip": clip, "generator": generator}
-    ranked: torch.Tensor | None = None  # (N, K-1): wrong classes by the first stage's logits
+    ranked: torch.Tensor | None = None  # (N, K-1): wrong classes by the clean logits
     for stage, attack, options in plan.stages(p):
         todo = (~fooled).nonzero().squeeze(1)
         if not len(todo):
             break
         options = dict(options)
         rank = options.pop("rank", None)
-        if rank is not None and ranked is not None and rank >= ranked.shape[1]:
-            continue  # fewer wrong classes than targets
-        stage_target = p.target if rank is None else ranked[:, rank]  # type: ignore[index]
-        stage_target = None if stage_target is None else stage_target[todo]
         with count_passes(model) as passes:
+            if rank is not None and ranked is None:
+                ranked = _wrong_classes(model, p, todo)
+            if rank is not None and rank >= ranked.shape[1]:  # type: ignore[union-attr]
+                continue  # fewer wrong classes than targets
+            stage_target = p.target if rank is None else ranked[:, rank]  # type: ignore[index]
             point = attack(
                 model, p.original[todo], p.y[todo], p.eps[todo],
-                target=stage_target, **common, **options,
+                target=None if stage_target is None else stage_target[todo],
+                **common, **options,
             )  # fmt: skip
-            logits = _logits(model, p.select(todo), point)
-        hit = losses.succeeded(logits, p.y[todo], None if p.target is None else p.target[todo])
-        if ranked is None:
-            # The first stage's points stand for samples nothing fools; later stages
-            # replace them only where they succeed.
-            ranked = _wrong_classes(logits, p.y[todo], todo, len(best))
-            best[todo] = point
-        else:
-            best[todo[hit]] = point[hit]
-        fooled[todo[hit]] = True
+            hit = _succeeded(model, p.select(todo), point)
+        # The first stage's points stand for samples nothing fools; later stages
+        # replace them only where they succeed.
+        keep = torch.ones_like(hit) if stage == f"apgd-{p.loss}" else hit
+        best[todo[keep]], fooled[todo[hit]] = point[keep], True
         if log is not None:
             log.append(
                 {"stage": stage, "attacked": len(todo), "fooled": int(hit.sum()),
@@ -138,35 +137,28 @@ def strong(
 class _Plan:
     """The checked sizes of one strong run, and its sequence of stages."""
 
-    def __init__(self, steps: int, targets: int, targeted_steps: int, rounds: int, queries: int):
-        self.steps, self.targets, self.targeted_steps = steps, targets, targeted_steps
-        self.rounds, self.queries = rounds, queries
+    COUNTS = ("steps", "targeted_steps", "rounds")  # ints >= 1; the others ints >= 0
+
+    def __init__(self, **sizes: int) -> None:
+        self.steps, self.targets = sizes["steps"], sizes["targets"]
+        self.targeted_steps, self.rounds = sizes["targeted_steps"], sizes["rounds"]
+        self.round_targets, self.queries = sizes["round_targets"], sizes["queries"]
 
     @classmethod
-    def make(
-        cls,
-        strength: str,
-        steps: int | None,
-        targets: int | None,
-        targeted_steps: int | None,
-        rounds: int | None,
-        queries: int | None,
-    ) -> _Plan:
+    def make(cls, strength: str, *given: int | None) -> _Plan:
         """The preset `strength` with the options given explicitly put in; checked."""
         checks.check_choice("strength", strength, tuple(STRENGTHS))
-        given = {"steps": steps, "targets": targets, "targeted_steps": targeted_steps,
-                 "rounds": rounds, "queries": queries}  # fmt: skip
-        values = {
+        names = ("steps", "targets", "targeted_steps", "rounds", "round_targets", "queries")
+        sizes = {
             name: preset if value is None else value
-            for (name, value), preset in zip(given.items(), STRENGTHS[strength], strict=True)
+            for name, value, preset in zip(names, given, STRENGTHS[strength], strict=True)
         }
-        for name in ("steps", "targeted_steps", "rounds"):
-            checks.check_count(name, values[name])
-        for name in ("targets", "queries"):
-            value = values[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        for name, value in sizes.items():
+            if name in cls.COUNTS:
+                checks.check_count(name, value)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        return cls(**values)
+        return cls(**sizes)  # type: ignore[arg-type]
 
     def stages(self, p: checks.Problem) -> list[tuple[str, Callable[..., torch.Tensor], dict]]:
         """The sequence of (name, attack, options); `rank` picks the target by rank."""
@@ -184,24 +176,24 @@ class _Plan:
             steer = {**targeted, "misclassify": True}
             stages += [
                 (f"apgd-dlr-top{rank + 1}{again}", apgd, {**steer, "rank": rank})
-                for rank in range(self.targets)
+                for rank in range(self.targets if r == 0 else self.round_targets)
             ]
         if self.queries:
             stages.append(("square", square, {"queries": self.queries, "loss": "margin"}))
         return stages
 
 
-def _logits(model: nn.Module, p: checks.Problem, point: torch.Tensor) -> torch.Tensor:
-    """The model's logits at the attack's points (one forward pass, no gradient)."""
+def _wrong_classes(model: nn.Module, p: checks.Problem, rows: torch.Tensor) -> torch.Tensor:
+    """`(N, K-1)`: for the samples `rows`, the classes other than `y` by decreasing clean logit."""
+    some = p.select(rows)
     with torch.no_grad(), eval_mode(model):
-        return p.logits(model, point.to(p.x.dtype), check=True)
-
-
-def _wrong_classes(
-    logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, n: int
-) -> torch.Tensor:
-    """Per sample `(n, K-1)`, the classes other than `y` by decreasing logit (rows `rows`)."""
-    ranked = logits.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
-    out = torch.zeros((n, logits.shape[1]), dtype=torch.int64, device=logits.device)
+        logits = some.logits(model, some.x, check=True)
+    ranked = logits.scatter(1, p.y[rows, None], float("-inf")).argsort(dim=1, descending=True)
+    out = torch.zeros((len(p.y), logits.shape[1]), dtype=torch.int64, device=logits.device)
     out[rows] = ranked
     return out[:, :-1]
+
+
+def _succeeded(model: nn.Module, p: checks.Problem, point: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), eval_mode(model):
+        return losses.succeeded(p.logits(model, point.to(p.x.dtype), check=True), p.y, p.target)

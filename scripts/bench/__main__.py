@@ -26,11 +26,16 @@ import torch
 from advkit.devices import DEVICES, resolve_device
 from advkit.runs import write_text
 
-from . import attacks, scale, train
+from . import attacks, scale, strong, train
 from .harness import Section, log, machine_line, suite_markdown, targets_table, update_document
 
 Suite = Callable[[torch.device, bool], list[Section]]
-SUITES: dict[str, Suite] = {"attacks": attacks.suite, "train": train.suite, "scale": scale.suite}
+SUITES: dict[str, Suite] = {
+    "attacks": attacks.suite,
+    "train": train.suite,
+    "scale": scale.suite,
+    "strong": strong.suite,
+}
 NEW_DOCUMENT = "# advkit benchmarks\n\nMethodology: see BENCHMARKS.md in the repository.\n"
 
 

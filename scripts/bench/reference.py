@@ -79,7 +79,8 @@ def evaluate(
         started = time.perf_counter()
         todo = robust.nonzero().squeeze(1)
         for batch in todo.split(BATCH):
-            with torch.no_grad():
+            # The attacks seed the global generator: restored afterwards.
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
                 point = ran[name].perturb(x[batch].clone(), y[batch].clone())
                 fooled = model(point).argmax(dim=1) != y[batch]
             robust[batch[fooled]] = False
