@@ -142,7 +142,11 @@ def measure(name: str, model: nn.Module, x, y, norm: str, eps: float, s: Setting
     with torch.no_grad():
         robust = (model(point).argmax(dim=1) == y).float().mean()
         apgd_robust = (model(alone).argmax(dim=1) == y).float().mean()
-    log(f"    strong {robust:.2%} in {seconds:.1f} s")
+    log(
+        f"    strong {robust:.2%} in {seconds:.2f} s (ratio {seconds / aa.total_seconds:.3f}); "
+        f"apgd-ce {apgd_robust:.2%}, AutoAttack's {aa.left['apgd-ce'] / len(x):.2%}; "
+        f"AutoAttack stages {aa.left} { ({k: round(v, 1) for k, v in aa.seconds.items()}) }"
+    )
     fooled = ", ".join(f"{e['stage']} {e['fooled']}/{e['attacked']}" for e in stages)
     return Outcome(
         name, norm, eps, 100 * aa.accuracy, 100 * float(robust), aa.total_seconds, seconds,
@@ -204,26 +208,21 @@ def sections(outcomes: list[Outcome], how: list[str], n: int, s: Settings) -> li
         f"(one sample is {100 / n:.2f}); strength={s.strength!r}, seed {s.seed}. "
         "Models: " + "; ".join(how) + "."
     )
+    apgd_head = ["model", "budget", "AutoAttack's APGD-CE", "attacks.apgd", "difference", "met?"]
     return [
         Section(
             "strong against AutoAttack (standard)",
             rows,
-            [notes, markdown_table(head, table), f"Mean difference: {mean:+.2f} points."],
-        ),
-        Section(
-            "APGD-CE (100 steps) against AutoAttack's APGD-CE",
-            [],
             [
-                markdown_table(
-                    ["model", "budget", "AutoAttack's", "attacks.apgd", "difference", "met?"], apgd
-                )
-            ],  # fmt: skip
-        ),
-        Section(
-            "strong's stages (fooled / attacked)",
-            [],
-            [markdown_table(["model", "budget", "stages"], stages)],
-        ),
+                notes,
+                markdown_table(head, table),
+                f"Mean difference: {mean:+.2f} points.",
+                "APGD-CE alone (100 steps, 1 restart), robust accuracy:",
+                markdown_table(apgd_head, apgd),
+                "strong's stages (fooled / attacked):",
+                markdown_table(["model", "budget", "stages"], stages),
+            ],
+        )
     ]
 
 
