@@ -112,6 +112,8 @@ def apgd(
     checks.check_count("restarts", restarts)
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 <= rho <= 1:
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
+    if not isinstance(misclassify, bool):
+        raise ValueError(f"misclassify must be a bool, got {misclassify!r}")
     if not p.eps.any():
         return p.original.clone()
     if generator is None:

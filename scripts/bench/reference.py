@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -41,7 +42,7 @@ class Evaluation:
         return sum(self.seconds.values())
 
 
-def standard_attacks(model: nn.Module, eps: float, norm: str, seed: int) -> dict[str, object]:
+def standard_attacks(model: nn.Module, eps: float, norm: str, seed: int) -> dict[str, Any]:
     """AutoAttack's four standard attacks, configured as `version="standard"` sets them."""
     n = NORMS[norm]
     common = {"eps": eps, "norm": n, "seed": seed, "verbose": False, "device": None}

@@ -35,7 +35,7 @@ def train_digits(data, name: str = "bncnn", epochs: int = 8) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def mlp(digits) -> nn.Module:
-    return train_digits(digits, "mlp", epochs=6)
+    return train_digits(digits, "mlp", epochs=3)
 
 
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -54,9 +54,9 @@ def test_strong_reaches_the_closed_form_optimum_on_a_linear_model(linear_problem
 
 
 def test_stage_log_sums_to_the_cost_the_curve_records(mlp, digits):
-    x, y = digits.x_test[:80], digits.y_test[:80]
+    x, y = digits.x_test[:48], digits.y_test[:48]
     curve = robustness_curve(
-        mlp, x, y, (0.0, 0.05, 0.1), attack="strong", norm="linf", strength="fast", batch_size=32
+        mlp, x, y, (0.0, 0.05, 0.1), attack="strong", norm="linf", strength="fast", batch_size=16
     )
     for check in curve.checks[1:]:
         stages = check["stages"]
@@ -70,11 +70,11 @@ def test_stage_log_sums_to_the_cost_the_curve_records(mlp, digits):
             assert after["attacked"] == before["attacked"] - before["fooled"]
 
 
-def test_targeted_stages_count_any_misclassification(mlp, digits):
+def test_later_stages_fool_survivors_and_their_points_are_kept(mlp, digits):
     """The top-k stages fool samples that the first stage left, and their points are kept."""
     x, y = digits.x_test[:120], digits.y_test[:120]
     log: list[dict] = []
-    x_adv = attacks.strong(mlp, x, y, 0.1, norm="linf", strength="fast", log=log)
+    x_adv = attacks.strong(mlp, x, y, 0.07, norm="linf", strength="fast", log=log)
     fooled_late = sum(entry["fooled"] for entry in log[1:])
     assert fooled_late > 0
     assert (~correct(mlp, x_adv, y)).sum().item() == sum(entry["fooled"] for entry in log)
@@ -91,6 +91,24 @@ def test_rounds_add_stages_and_explicit_options_override_the_preset(mlp, digits)
     assert STRENGTHS["fast"][3] == 1 and STRENGTHS["default"][3] > 1
 
 
+def test_apgd_misclassify_keeps_every_misclassification_of_a_targeted_run(mlp, digits):
+    """Same starts and steps: judged by misclassification, a superset of samples is fooled."""
+    x, y = digits.x_test[:120], digits.y_test[:120]
+    with torch.no_grad():
+        # The least likely class: a run toward it often passes through another class.
+        target = mlp(x).scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)[:, -2]
+    fooled = {}
+    for misclassify in (False, True):
+        x_adv = attacks.apgd(
+            mlp, x, y, 0.1, steps=20, loss="ce", target=target, misclassify=misclassify
+        )
+        fooled[misclassify] = ~correct(mlp, x_adv, y)
+    assert (fooled[True] | ~fooled[False]).all()
+    assert fooled[True].sum() > fooled[False].sum() + 5
+    with pytest.raises(ValueError, match="misclassify"):
+        attacks.apgd(mlp, x, y, 0.1, misclassify=1)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("strength", "extreme"), ("rounds", 0), ("targets", -1), ("queries", 1.5), ("steps", 0)],
@@ -103,14 +121,18 @@ def test_bad_options_raise_naming_them(option, value):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 0.5)])
-def test_strong_is_as_strong_as_autoattack_standard(digits, norm, eps):
-    """Against pyautoattack's standard sequence (APGD-CE, APGD-T, FAB-T, Square) on 100 images."""
+def test_strong_is_as_strong_as_autoattack_standard(digits, norm="linf", eps=0.1):
+    """Against pyautoattack's standard sequence (APGD-CE, APGD-T, FAB-T, Square) on 60 images.
+
+    The full comparison (every model and budget, all 360 images, and the time
+    ratio) is the benchmark: `python -m scripts.bench --only strong`.
+    """
     reference = pytest.importorskip("scripts.bench.reference")
     model = train_digits(digits)
-    x, y = digits.x_test[:100], digits.y_test[:100]
+    x, y = digits.x_test[:60], digits.y_test[:60]
     theirs = reference.evaluate(model, x, y, eps, norm=norm)
     ours = correct(model, attacks.strong(model, x, y, eps, norm=norm), y)
     assert theirs.robust.sum() < correct(model, x, y).sum() - 10  # the budget matters
+    assert theirs.robust.sum() > 5  # and leaves robust samples to find
     # At most one sample more survives strong than AutoAttack.
     assert ours.sum().item() <= theirs.robust.sum().item() + 1
