@@ -53,6 +53,7 @@ def apgd(
     early_stop: bool = False,
     rho: float = 0.75,
     seeds: torch.Tensor | None = None,
+    misclassify: bool = False,
 ) -> torch.Tensor:
     """Auto-PGD, Croce & Hein 2020 (https://arxiv.org/abs/2003.01690).
 
@@ -98,6 +99,9 @@ def apgd(
         seeds: Per-sample seeds `(N,)` (int64): each sample's random starts
             (restart `r > 0` uses `attacks.noise.Noise.fork("restart", r)`) depend only
             on its own seed, so its result does not depend on the batch.
+        misclassify: With a `target`, count any misclassification as a
+            success (for keeping points and `early_stop`); the target only
+            steers the loss. AutoAttack's APGD-T judges its runs this way.
 
     Returns:
         The adversarial inputs, detached, with `x`'s shape, dtype and device.
@@ -113,6 +117,8 @@ def apgd(
     checks.check_count("restarts", restarts)
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 <= rho <= 1:
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
+    if not isinstance(misclassify, bool):
+        raise ValueError(f"misclassify must be a bool, got {misclassify!r}")
     if not p.eps.any():
         return p.original.clone()
     noise = Noise.of(p.x, seeds=seeds, generator=generator) if random_start else None
@@ -130,7 +136,7 @@ def apgd(
                 start = norms.random_start(
                     start, p.eps[todo], norm, p.clip, _restart(noise, restart).select(todo), "start"
                 )
-            run = _Run(model, p.select(todo), ball.select(todo), start)
+            run = _Run(model, p.select(todo), ball.select(todo), start, misclassify)
             for i in range(1, steps + 1):
                 if early_stop and not run.retire_successes():
                     break
@@ -177,10 +183,15 @@ class _Run:
     )
 
     def __init__(
-        self, model: nn.Module, p: checks.Problem, ball: norms.Ball, start: torch.Tensor
+        self,
+        model: nn.Module,
+        p: checks.Problem,
+        ball: norms.Ball,
+        start: torch.Tensor,
+        misclassify: bool = False,
     ) -> None:
         n, device = len(start), start.device
-        self.p, self.ball = p, ball
+        self.p, self.ball, self.misclassify = p, ball, misclassify
         self.rows = torch.arange(n, device=device)
         self.size = INITIAL_STEP * p.eps
         self.point = self.previous = start
@@ -223,7 +234,7 @@ class _Run:
         self.top_grad = torch.where(_per_sample(higher, point), self.grad, self.top_grad)
         self.top_value = torch.where(higher, value, self.top_value)
         # The result: a success beats a failure, then the higher objective wins.
-        success = losses.succeeded(logits, self.p.y, self.p.target)
+        success = losses.succeeded(logits, self.p.y, None if self.misclassify else self.p.target)
         old_success, old_value = self.success[self.rows], self.value[self.rows]
         better = (success & ~old_success) | ((success == old_success) & (value > old_value))
         rows = self.rows[better]

@@ -23,6 +23,14 @@ from attacks.noise import Noise
 from attacks.runtime import count_passes, eval_mode
 from attacks.square import square
 
+# Presets: (steps, targets, targeted_steps, rounds, round_targets, queries).
+# Chosen by measurement against AutoAttack (scripts/bench/strong.py, BENCHMARKS.md).
+STRENGTHS: dict[str, tuple[int, int, int, int, int, int]] = {
+    "fast": (100, 3, 25, 1, 3, 0),
+    "default": (100, 9, 25, 2, 3, 0),
+    "thorough": (100, 9, 50, 3, 9, 1000),
+}
+
 
 def strong(
     model: nn.Module,
@@ -35,23 +43,32 @@ def strong(
     loss: str = "ce",
     clip: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
-    steps: int = 100,
-    targets: int = 3,
-    targeted_steps: int = 50,
-    queries: int = 0,
+    strength: str = "default",
+    steps: int | None = None,
+    targets: int | None = None,
+    targeted_steps: int | None = None,
+    rounds: int | None = None,
+    round_targets: int | None = None,
+    queries: int | None = None,
     log: list[dict] | None = None,
     seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """APGD-CE, then targeted APGD on the top classes, then Square; per sample, the first success.
 
     Untargeted (the default): APGD with `loss` (cross-entropy) for `steps`;
-    then, on the samples still classified correctly, APGD targeted with the
-    DLR loss at each of the `targets` classes with the highest clean logits
-    (other than the true one), `targeted_steps` each; then, if `queries > 0`,
-    Square with that many queries on whatever survives every gradient attack.
-    Targeted (`target` given): APGD toward the target with `loss`, then with
-    the targeted DLR loss, then Square. Each stage starts from the clean
-    input and runs only on the survivors of the stages before it.
+    then, on the samples still classified correctly, APGD with the targeted
+    DLR loss toward each of the `targets` wrong classes with the highest
+    clean logits, `targeted_steps` each, from a random start; the target only
+    steers the loss, and any misclassification counts (AutoAttack's APGD-T
+    rule). `rounds - 1` more rounds over the top `round_targets` classes
+    follow, from fresh random starts. Then, if `queries > 0`, Square with
+    that many queries on whatever survives every gradient attack. Every
+    stage runs only on the samples that survive the stages before it.
+    Targeted (`target` given): APGD toward the target with `loss`, then
+    `rounds` runs with the targeted DLR loss (if `targets > 0`), then Square.
+
+    `strength` picks the preset (`STRENGTHS`: `"fast"`, `"default"`,
+    `"thorough"`); an option given explicitly overrides the preset's value.
 
     Args:
         model: Maps `x` to logits `(N, K)`.
@@ -64,9 +81,12 @@ def strong(
         clip: Valid input range, or None.
         generator: Used only without `seeds`: one seed per batch position is
             drawn from it (None: a fresh generator seeded with 0).
+        strength: The preset the options below default to.
         steps: APGD steps of the first stage.
-        targets: Target classes tried by the targeted stage (0 skips it).
+        targets: Target classes per round of the targeted stage (0 skips it).
         targeted_steps: APGD steps per target class.
+        rounds: Rounds of the targeted stage, >= 1, each from fresh random starts.
+        round_targets: Target classes (the top ones) of each round after the first.
         queries: Square's query budget on the survivors (0 skips it).
         log: If a list, one dict per stage is appended: `stage`, `attacked`
             (samples), `fooled` (of those), `forward` and `backward` passes.
@@ -81,36 +101,36 @@ def strong(
         x `(N, ...)`, y `(N,)`, target `(N,)` -> `(N, ...)`.
     """
     p = checks.prepare(x, y, eps, norm=norm, target=target, loss=loss, clip=clip)
-    checks.check_count("steps", steps)
-    checks.check_count("targeted_steps", targeted_steps)
-    if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
-        raise ValueError(f"targets must be an int >= 0, got {targets!r}")
-    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 0:
-        raise ValueError(f"queries must be an int >= 0, got {queries!r}")
+    plan = _Plan.make(strength, steps, targets, targeted_steps, rounds, round_targets, queries)
     if not p.eps.any():
         return p.original.clone()
     noise = Noise.of(p.x, seeds=seeds, generator=generator)
     best = p.original.clone()
     fooled = torch.zeros(len(best), dtype=torch.bool, device=best.device)
     common = {"norm": norm, "clip": clip}
-    first = f"apgd-{p.loss}"
-    for stage, attack, options in _stages(model, p, steps, targets, targeted_steps, queries):
+    ranked: torch.Tensor | None = None  # (N, K-1): wrong classes by the clean logits
+    for stage, attack, options in plan.stages(p):
         todo = (~fooled).nonzero().squeeze(1)
         if not len(todo):
             break
         options = dict(options)
-        stage_target = options.pop("target", p.target)  # (N,): the samples' own targets
-        stage_target = None if stage_target is None else stage_target[todo]
+        rank = options.pop("rank", None)
         with count_passes(model) as passes:
+            if rank is not None and ranked is None:
+                ranked = _wrong_classes(model, p, todo)
+            if rank is not None and rank >= ranked.shape[1]:  # type: ignore[union-attr]
+                continue  # fewer wrong classes than targets
+            stage_target = p.target if rank is None else ranked[:, rank]  # type: ignore[index]
             point = attack(
                 model, p.original[todo], p.y[todo], p.eps[todo],
-                target=stage_target, seeds=noise.fork("stage", stage).seeds[todo],
+                target=None if stage_target is None else stage_target[todo],
+                seeds=noise.fork("stage", stage).seeds[todo],
                 **common, **options,
             )  # fmt: skip
             hit = _succeeded(model, p.select(todo), point)
         # The first stage's points stand for samples nothing fools; later stages
         # replace them only where they succeed.
-        keep = torch.ones_like(hit) if stage == first else hit
+        keep = torch.ones_like(hit) if stage == f"apgd-{p.loss}" else hit
         best[todo[keep]], fooled[todo[hit]] = point[keep], True
         if log is not None:
             log.append(
@@ -120,36 +140,64 @@ def strong(
     return best
 
 
-def _stages(
-    model: nn.Module,
-    p: checks.Problem,
-    steps: int,
-    targets: int,
-    targeted_steps: int,
-    queries: int,
-) -> list[tuple[str, Callable[..., torch.Tensor], dict]]:
-    """The sequence of (name, attack, options) for these settings."""
-    first = {"steps": steps, "loss": p.loss, "early_stop": True}
-    stages: list[tuple[str, Callable[..., torch.Tensor], dict]] = [(f"apgd-{p.loss}", apgd, first)]
-    targeted = {"steps": targeted_steps, "loss": "dlr", "early_stop": True}
-    if p.target is not None:
-        if targets:
-            stages.append(("apgd-dlr-targeted", apgd, targeted))
-    else:
-        for rank, target in enumerate(_top_classes(model, p, targets)):
-            stages.append((f"apgd-dlr-top{rank + 1}", apgd, {**targeted, "target": target}))
-    if queries:
-        stages.append(("square", square, {"queries": queries, "loss": "margin"}))
-    return stages
+class _Plan:
+    """The checked sizes of one strong run, and its sequence of stages."""
+
+    COUNTS = ("steps", "targeted_steps", "rounds")  # ints >= 1; the others ints >= 0
+
+    def __init__(self, **sizes: int) -> None:
+        self.steps, self.targets = sizes["steps"], sizes["targets"]
+        self.targeted_steps, self.rounds = sizes["targeted_steps"], sizes["rounds"]
+        self.round_targets, self.queries = sizes["round_targets"], sizes["queries"]
+
+    @classmethod
+    def make(cls, strength: str, *given: int | None) -> _Plan:
+        """The preset `strength` with the options given explicitly put in; checked."""
+        checks.check_choice("strength", strength, tuple(STRENGTHS))
+        names = ("steps", "targets", "targeted_steps", "rounds", "round_targets", "queries")
+        sizes = {
+            name: preset if value is None else value
+            for name, value, preset in zip(names, given, STRENGTHS[strength], strict=True)
+        }
+        for name, value in sizes.items():
+            if name in cls.COUNTS:
+                checks.check_count(name, value)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        return cls(**sizes)  # type: ignore[arg-type]
+
+    def stages(self, p: checks.Problem) -> list[tuple[str, Callable[..., torch.Tensor], dict]]:
+        """The sequence of (name, attack, options); `rank` picks the target by rank."""
+        first = {"steps": self.steps, "loss": p.loss, "early_stop": True}
+        stages: list[tuple[str, Callable[..., torch.Tensor], dict]] = [
+            (f"apgd-{p.loss}", apgd, first)
+        ]
+        targeted = {"steps": self.targeted_steps, "loss": "dlr", "early_stop": True}
+        for r in range(self.rounds if self.targets else 0):
+            again = "" if r == 0 else f"-round{r + 1}"
+            if p.target is not None:
+                stages.append((f"apgd-dlr-targeted{again}", apgd, targeted))
+                continue
+            # The target steers the loss; any misclassification is a success.
+            steer = {**targeted, "misclassify": True}
+            stages += [
+                (f"apgd-dlr-top{rank + 1}{again}", apgd, {**steer, "rank": rank})
+                for rank in range(self.targets if r == 0 else self.round_targets)
+            ]
+        if self.queries:
+            stages.append(("square", square, {"queries": self.queries, "loss": "margin"}))
+        return stages
 
 
-def _top_classes(model: nn.Module, p: checks.Problem, k: int) -> list[torch.Tensor]:
-    """Per rank, each sample's `rank`-th most likely wrong class by the clean logits."""
+def _wrong_classes(model: nn.Module, p: checks.Problem, rows: torch.Tensor) -> torch.Tensor:
+    """`(N, K-1)`: for the samples `rows`, the classes other than `y` by decreasing clean logit."""
+    some = p.select(rows)
     with torch.no_grad(), eval_mode(model):
-        logits = p.logits(model, p.x, check=True)
-    k = min(k, logits.shape[1] - 1)
-    ranked = logits.scatter(1, p.y[:, None], float("-inf")).argsort(dim=1, descending=True)
-    return [ranked[:, rank] for rank in range(k)]
+        logits = some.logits(model, some.x, check=True)
+    ranked = logits.scatter(1, p.y[rows, None], float("-inf")).argsort(dim=1, descending=True)
+    out = torch.zeros((len(p.y), logits.shape[1]), dtype=torch.int64, device=logits.device)
+    out[rows] = ranked
+    return out[:, :-1]
 
 
 def _succeeded(model: nn.Module, p: checks.Problem, point: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,9 @@ from .harness import Section, log, machine_line, suite_markdown, targets_table, 
 Suite = Callable[[torch.device, bool], list[Section]]
 # Suite name -> its module in this package, imported only when it runs: a suite's
 # peer libraries (torchattacks, pyautoattack) need not be installed to run another.
-SUITES = ("attacks", "train", "scale", "curve", "transfer", "defenses", "distributed", "gpu")
+SUITES = (
+    "attacks", "train", "scale", "curve", "strong", "transfer", "defenses", "distributed", "gpu",
+)  # fmt: skip
 
 
 def load_suite(name: str) -> Suite:
