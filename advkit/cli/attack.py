@@ -135,8 +135,10 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
         if name == "random_start":
             value = not value
         typed = ctx.get_parameter_source(cli_name) is not click.core.ParameterSource.DEFAULT
-        if name in takes:
+        if name in takes and typed:
             options[name] = value
+        elif name in takes:
+            continue  # the attack's own default (strong's steps are not PGD's 10)
         elif typed:
             flag = "--" + cli_name.replace("_", "-")
             raise click.UsageError(f"{flag} does not apply to --attack {attack}")
@@ -167,7 +169,9 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
     help="Budgets in pixel units: 0,0.05,0.1 or start:stop:count [default: a grid for the dataset and norm, e.g. digits L-inf 0:0.3:7, L2 0:2:9].",
 )
 @click.option(
-    "--steps", default=10, show_default=True, type=click.IntRange(min=1), help="PGD steps."
+    "--steps",
+    type=click.IntRange(min=1),
+    help="Steps of an iterative attack [default: the attack's own: pgd 10, apgd 100, strong 100].",
 )
 @click.option(
     "--step-size",
@@ -176,10 +180,8 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
 )
 @click.option(
     "--restarts",
-    default=1,
-    show_default=True,
     type=click.IntRange(min=1),
-    help="PGD random restarts; each sample keeps its best.",
+    help="Random restarts (pgd, apgd, square); each sample keeps its best [default: 1].",
 )
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean input.")
 @click.option(
@@ -192,10 +194,9 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
 )
 @click.option(
     "--loss",
-    default="ce",
-    show_default=True,
     type=click.Choice(attacks.LOSSES),
-    help="ce; lecture: CE(target) - CE(true), the course's targeted loss; margin: Carlini-Wagner.",
+    help="ce; lecture: CE(target) - CE(true), the course's targeted loss; margin: Carlini-Wagner; "
+    "dlr: difference of logits ratio [default: the attack's own, ce for most, margin for square].",
 )
 @click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS))
 @click.option(

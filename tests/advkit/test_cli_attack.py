@@ -474,3 +474,29 @@ def test_an_interrupted_attack_leaves_only_complete_files(
     assert again.exit_code == 0, again.output
     only_complete_files(run, killed=sig == signal.SIGKILL)
     assert runs.read_json(record)["settings"]["steps"] == 30
+
+
+def test_options_left_out_take_the_attacks_own_defaults(run, cli):
+    # strong's first stage runs its own 100 APGD steps, not PGD's 10.
+    result = cli(
+        "attack", run, "--attack", "strong", "--eps", "0,0.1", "--limit", "8", "--out", "-"
+    )
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.stdout)["settings"]
+    # None: the preset's (strength "default": 100 steps), not the CLI's.
+    assert settings["steps"] is None and settings["strength"] == "default"
+    typed = cli(
+        "attack",
+        run,
+        "--attack",
+        "strong",
+        "--eps",
+        "0,0.1",
+        "--limit",
+        "8",
+        "--steps",
+        "7",
+        "--out",
+        "-",
+    )
+    assert json.loads(typed.stdout)["settings"]["steps"] == 7
