@@ -228,7 +228,8 @@ def distributed_curve(
     first = set(keep[: max(examples, 0)])
     for start in range(0, len(chunks), size):
         mine = chunks[start + rank] if start + rank < len(chunks) else []
-        results = gather(_attack_chunk(model, x, y, mine, first, options))
+        inside = _within_chunk(progress, len(state.done), len(mine) * size, len(keep), epsilons)
+        results = gather(_attack_chunk(model, x, y, mine, first, {**options, "progress": inside}))
         _raise_failures(results)
         for result in results:
             state.add(result)
@@ -264,6 +265,35 @@ def _evaluated(y: torch.Tensor, target: None | str | int) -> list[int]:
 
 
 _WARNINGS = {"RuntimeWarning": RuntimeWarning, "UserWarning": UserWarning}
+
+
+def _within_chunk(
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    share: int,
+    total: int,
+    epsilons: Sequence[float],
+) -> Callable[[int, int, int], None] | None:
+    """A `robustness_curve` progress callback that moves the samples-done count during a round.
+
+    A curve works through the grid in passes (one per eps, or per round of the
+    descend method, never more than the grid's length); a pass ends when its
+    `done` reaches its `total`. The round's share of the samples is credited in
+    proportion, so a long single-chunk evaluation shows its progress.
+    """
+    if progress is None:
+        return None
+    passes = max(1, len(epsilons))
+    ended = [0]
+
+    def report(eps_index: int, batch_done: int, batch_total: int) -> None:
+        fraction = (ended[0] + (batch_done / batch_total if batch_total else 1.0)) / passes
+        if batch_done >= batch_total:
+            ended[0] = min(passes - 1, ended[0] + 1)
+        # Short of the round's end: only a finished (and saved) round reports it.
+        progress(min(total, done + min(share - 1, int(fraction * share))), total)
+
+    return report
 
 
 def _attack_chunk(

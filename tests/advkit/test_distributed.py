@@ -132,7 +132,8 @@ def test_an_interrupted_curve_continues_where_it_stopped(tmp_path):
     single = robustness_curve(model, x, y, EPSILONS, **kw)
     assert_same_curve(single, resumed)
     assert torch.equal(resumed.examples["x_adv"], single.examples["x_adv"])
-    assert seen[0] == 24 and seen[-1] == 45
+    # Progress starts from the 20 saved samples; the first round of 4 ends at 24.
+    assert min(seen) >= 20 and 24 in seen and seen[-1] == 45
     assert not resume.exists()  # removed once the curve is complete
 
 
@@ -146,7 +147,8 @@ def test_progress_of_other_settings_is_not_reused(tmp_path):
         model, x, y, EPSILONS, resume=resume, seed=1, chunk_size=5,
         progress=lambda done, total: seen.append(done), **kw,
     )  # fmt: skip
-    assert seen[0] == 5  # started from scratch: the 10 samples saved were for seed 0
+    # Started from scratch: the 10 samples saved were for seed 0.
+    assert min(seen) < 5 and 5 in seen
 
 
 WORKER = PROBLEM + textwrap.dedent(
