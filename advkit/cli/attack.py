@@ -112,8 +112,24 @@ def format_table(record: AttackRecord) -> str:
         lines.append("(max norm '-': no sample was left to attack at that eps)")
     if curve.n_excluded:
         lines.append(f"({curve.n_excluded} samples of class {settings.target} left out)")
+    lines += _stage_lines(curve.epsilons, curve.checks)
     lines += [f"! {flag['message']}" for flag in curve.flags]
     return "\n".join(lines)
+
+
+def _stage_lines(epsilons: list[float], checks: list[dict]) -> list[str]:
+    """For a staged attack (strong): per eps, what each stage attacked, fooled and cost."""
+    lines = []
+    for eps, check in zip(epsilons, checks, strict=True):
+        stages = (check or {}).get("stages") or []
+        if stages:
+            parts = [
+                f"{s['stage']} {s['fooled']}/{s['attacked']} ({s['forward'] + s['backward']} passes)"
+                for s in stages
+                if s.get("attacked")
+            ]
+            lines.append(f"stages at eps {eps:g} (fooled/attacked): " + ", ".join(parts))
+    return lines
 
 
 # Options of `advkit attack` that belong to the attack itself, by the attack's
@@ -207,8 +223,8 @@ def attack_settings(ctx: click.Context, attack: str, **values) -> AttackSettings
     "--seed",
     default=0,
     show_default=True,
-    type=click.IntRange(-(2**63), 2**64 - 1),  # what torch.Generator takes
-    help="Seeds random targets and random starts.",
+    type=click.IntRange(0, 2**63 - 1),
+    help="Seeds random targets and random starts (an int >= 0).",
 )
 @click.option(
     "--dataset",

@@ -500,3 +500,15 @@ def test_options_left_out_take_the_attacks_own_defaults(run, cli):
         "-",
     )
     assert json.loads(typed.stdout)["settings"]["steps"] == 7
+
+
+def test_a_negative_seed_is_refused(run, cli):
+    result = cli("attack", run, "--seed", "-1", "--eps", "0,0.1", "--limit", "8")
+    assert result.exit_code == 2 and "seed" in result.stderr
+
+
+def test_strong_prints_what_each_stage_fooled_and_cost(run, cli):
+    result = cli("attack", run, "--attack", "strong", "--eps", "0,0.1", "--limit", "8")
+    assert result.exit_code == 0, result.output
+    (line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("stages at eps 0.1")]
+    assert "apgd-ce" in line and "passes" in line
