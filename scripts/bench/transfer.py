@@ -26,6 +26,7 @@ from torch import nn
 import attacks
 from advkit import load_run
 from advkit.data import load_dataset
+from advkit.evaluate import attack_options
 from advkit.train import TrainConfig, train
 from advkit.transfer import TransferSettings, count_correct, transfer
 
@@ -66,7 +67,7 @@ def victim_accuracy(
 ) -> list[float]:
     """The victim's accuracy on images crafted on the source, one value per seed."""
     attack, options = ATTACKS[name]
-    if attack != "fgsm":
+    if "steps" in attack_options(attack):  # the iterative attacks
         options = {**options, "steps": s.steps}
     seeds = range(s.seeds if options.get("diversity") else 1)
     values = []
