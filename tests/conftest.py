@@ -190,6 +190,9 @@ class Interrupt:
             stderr=slave,
             env=env,
             cwd=cwd,
+            # A suite started in the background (`cmd &`) inherits SIGINT ignored, and
+            # Python keeps an ignored SIGINT ignored: the child must see it as a user would.
+            preexec_fn=_default_sigint,
         )
         os.close(slave)
         seen, sent = b"", False
@@ -360,3 +363,7 @@ def write_npz() -> Callable[..., Path]:
     """`write_npz(path, x_test=...)`: 40 train and 12 test images of 4 classes, 8x8, with
     the arrays given replaced (None leaves one out)."""
     return _write_npz
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

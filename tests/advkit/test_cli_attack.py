@@ -455,8 +455,8 @@ def test_an_interrupted_attack_leaves_only_complete_files(
 ):
     run = shutil.copytree(trained, tmp_path / "run")
     if when == "attacking":
-        # 1 of 7 budgets done (eps 0: the clean pass): data loaded, PGD running.
-        ready = interrupt.at_progress("pgd linf", 14)
+        # The first batch of the first round done: data loaded, PGD running.
+        ready = interrupt.at_progress("pgd linf", 5)
     else:
         ready = interrupt.on_disk(run / EXAMPLES)
     code, terminal = interrupt.run(["attack", run, *ATTACK], ready, sig, tmp_path)
