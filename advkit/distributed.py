@@ -103,8 +103,17 @@ def init_from_env(device: torch.device, *, timeout: float | None = None) -> torc
 
 
 def finish() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, together with the others.
+
+    A rank that tears its group down while another still talks to it can abort
+    in gloo's threads ("terminate called without an active exception"): wait
+    for every rank first.
+    """
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is gone already: leave anyway
+            pass
         dist.destroy_process_group()
 
 
