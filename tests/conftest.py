@@ -29,9 +29,11 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 import pytest  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from click.testing import CliRunner, Result  # noqa: E402
 from torch import nn  # noqa: E402
 
+import models  # noqa: E402
 from advkit import runs  # noqa: E402
 from advkit.cli import main  # noqa: E402
 from advkit.data import Dataset, load_dataset  # noqa: E402
@@ -367,3 +369,30 @@ def write_npz() -> Callable[..., Path]:
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def train_digits():
+    """`train_digits(data, name="bncnn", epochs=8)`: a plain Adam loop on digits.
+
+    Model init and batch order are seeded without touching the global generator,
+    so tests comparing against peer libraries get the same model every time.
+    """
+
+    def train(data: Dataset, name: str = "bncnn", epochs: int = 8) -> torch.nn.Module:
+        mean, std = data.channel_stats()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = models.build(name, input_shape=(1, 8, 8), num_classes=10, mean=mean, std=std)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(epochs):
+            for batch in torch.randperm(len(data.y_train), generator=generator).split(64):
+                loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return model.eval()
+
+    return train

@@ -2,34 +2,14 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import attacks
-import models
 
 pytestmark = pytest.mark.slow
 
 STEPS = 10
 SEEDS = 8
-
-
-def train(name: str, data, epochs: int = 12) -> nn.Module:
-    """A plain Adam loop; model init and batch order seeded without touching the global RNG."""
-    mean, std = data.channel_stats()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = models.build(name, input_shape=(1, 8, 8), num_classes=10, mean=mean, std=std)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(data.y_train), generator=generator).split(64):
-            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -38,8 +18,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module", params=["mlp", "bncnn"])
-def trained(request, digits) -> nn.Module:
-    model = train(request.param, digits)
+def trained(request, digits, train_digits) -> nn.Module:
+    model = train_digits(digits, request.param, epochs=12)
     assert accuracy(model, digits.x_test, digits.y_test) > 0.9
     return model
 

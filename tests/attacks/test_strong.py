@@ -6,35 +6,15 @@ contract with every other attack; these tests check what is its own.
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import attacks
-import models
 from advkit import robustness_curve
 from attacks.strong import STRENGTHS
 
 
-def train_digits(data, name: str = "bncnn", epochs: int = 8) -> nn.Module:
-    """A plain Adam loop on digits, seeded without touching the global generator."""
-    mean, std = data.channel_stats()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = models.build(name, input_shape=(1, 8, 8), num_classes=10, mean=mean, std=std)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(data.y_train), generator=generator).split(64):
-            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def mlp(digits) -> nn.Module:
+def mlp(digits, train_digits) -> nn.Module:
     return train_digits(digits, "mlp", epochs=3)
 
 
@@ -123,7 +103,7 @@ def test_bad_options_raise_naming_them(option, value):
 
 
 @pytest.mark.slow
-def test_strong_is_as_strong_as_autoattack_standard(digits, norm="linf", eps=0.1):
+def test_strong_is_as_strong_as_autoattack_standard(digits, train_digits, norm="linf", eps=0.1):
     """Against pyautoattack's standard sequence (APGD-CE, APGD-T, FAB-T, Square) on 60 images.
 
     The full comparison (every model and budget, all 360 images, and the time
