@@ -12,6 +12,7 @@ on the survivors of the previous ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -23,13 +24,17 @@ from attacks.noise import Noise
 from attacks.runtime import count_passes, eval_mode
 from attacks.square import square
 
-# Presets: (steps, targets, targeted_steps, rounds, round_targets, queries).
+# Presets: (steps, targets, targeted_steps, rounds, round_targets, round_steps, queries).
 # Chosen by measurement against AutoAttack (scripts/bench/strong.py, BENCHMARKS.md).
-STRENGTHS: dict[str, tuple[int, int, int, int, int, int]] = {
-    "fast": (100, 3, 25, 1, 3, 0),
-    "default": (100, 9, 25, 2, 3, 0),
-    "thorough": (100, 9, 50, 3, 9, 1000),
+STRENGTHS: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "fast": (100, 3, 25, 1, 1, 100, 0),
+    "default": (100, 9, 25, 3, 1, 100, 0),
+    "thorough": (100, 9, 50, 4, 2, 200, 1000),
 }
+
+# A survivor is near success when the targeted DLR loss reached -NEAR or more: the
+# target's logit came within a tenth of the logit spread of the true class's.
+NEAR = 0.1
 
 
 def strong(
@@ -49,6 +54,7 @@ def strong(
     targeted_steps: int | None = None,
     rounds: int | None = None,
     round_targets: int | None = None,
+    round_steps: int | None = None,
     queries: int | None = None,
     log: list[dict] | None = None,
     seeds: torch.Tensor | None = None,
@@ -60,10 +66,13 @@ def strong(
     DLR loss toward each of the `targets` wrong classes with the highest
     clean logits, `targeted_steps` each, from a random start; the target only
     steers the loss, and any misclassification counts (AutoAttack's APGD-T
-    rule). `rounds - 1` more rounds over the top `round_targets` classes
-    follow, from fresh random starts. Then, if `queries > 0`, Square with
-    that many queries on whatever survives every gradient attack. Every
-    stage runs only on the samples that survive the stages before it.
+    rule). `rounds - 1` more rounds follow, each from fresh random starts
+    with `round_steps` steps, but only on the survivors that came near
+    success (targeted DLR >= -`NEAR`), toward the `round_targets` classes
+    each came nearest to: restarts go where they can still pay off, as in
+    A3 (https://arxiv.org/abs/2203.05948). Then, if `queries > 0`, Square
+    with that many queries on whatever survives every gradient attack.
+    Every stage runs only on the samples that survive the stages before it.
     Targeted (`target` given): APGD toward the target with `loss`, then
     `rounds` runs with the targeted DLR loss (if `targets > 0`), then Square.
 
@@ -83,10 +92,11 @@ def strong(
             drawn from it (None: a fresh generator seeded with 0).
         strength: The preset the options below default to.
         steps: APGD steps of the first stage.
-        targets: Target classes per round of the targeted stage (0 skips it).
-        targeted_steps: APGD steps per target class.
+        targets: Target classes of the first targeted round (0 skips the targeted stage).
+        targeted_steps: APGD steps per target class in the first targeted round.
         rounds: Rounds of the targeted stage, >= 1, each from fresh random starts.
-        round_targets: Target classes (the top ones) of each round after the first.
+        round_targets: Per near sample, the target classes of each later round.
+        round_steps: APGD steps per target class in each later round.
         queries: Square's query budget on the survivors (0 skips it).
         log: If a list, one dict per stage is appended: `stage`, `attacked`
             (samples), `fooled` (of those), `forward` and `backward` passes.
@@ -101,33 +111,31 @@ def strong(
         x `(N, ...)`, y `(N,)`, target `(N,)` -> `(N, ...)`.
     """
     p = checks.prepare(x, y, eps, norm=norm, target=target, loss=loss, clip=clip)
-    plan = _Plan.make(strength, steps, targets, targeted_steps, rounds, round_targets, queries)
+    plan = _Plan.make(
+        strength, steps, targets, targeted_steps, rounds, round_targets, round_steps, queries
+    )
     if not p.eps.any():
         return p.original.clone()
     noise = Noise.of(p.x, seeds=seeds, generator=generator)
     best = p.original.clone()
     fooled = torch.zeros(len(best), dtype=torch.bool, device=best.device)
     common = {"norm": norm, "clip": clip}
-    ranked: torch.Tensor | None = None  # (N, K-1): wrong classes by the clean logits
+    aims = _Aims(model, p)
     for stage, attack, options in plan.stages(p):
         todo = (~fooled).nonzero().squeeze(1)
         if not len(todo):
             break
         options = dict(options)
-        rank = options.pop("rank", None)
+        aim = options.pop("aim", None)
         with count_passes(model) as passes:
-            if rank is not None and ranked is None:
-                ranked = _wrong_classes(model, p, todo)
-            if rank is not None and rank >= ranked.shape[1]:  # type: ignore[union-attr]
-                continue  # fewer wrong classes than targets
-            stage_target = p.target if rank is None else ranked[:, rank]  # type: ignore[index]
+            todo, stage_target = aims.choose(aim, todo)
+            if not len(todo):
+                continue  # no such target class, or no survivor near success
             point = attack(
-                model, p.original[todo], p.y[todo], p.eps[todo],
-                target=None if stage_target is None else stage_target[todo],
-                seeds=noise.fork("stage", stage).seeds[todo],
-                **common, **options,
+                model, p.original[todo], p.y[todo], p.eps[todo], target=stage_target,
+                seeds=noise.fork("stage", stage).seeds[todo], **common, **options,
             )  # fmt: skip
-            hit = _succeeded(model, p.select(todo), point)
+            hit = aims.judge(aim, todo, point)
         # The first stage's points stand for samples nothing fools; later stages
         # replace them only where they succeed.
         keep = torch.ones_like(hit) if stage == f"apgd-{p.loss}" else hit
@@ -143,21 +151,24 @@ def strong(
 class _Plan:
     """The checked sizes of one strong run, and its sequence of stages."""
 
-    COUNTS = ("steps", "targeted_steps", "rounds")  # ints >= 1; the others ints >= 0
+    NAMES = (
+        "steps", "targets", "targeted_steps", "rounds", "round_targets", "round_steps", "queries"
+    )  # fmt: skip
+    COUNTS = ("steps", "targeted_steps", "rounds", "round_steps")  # ints >= 1; the others >= 0
 
     def __init__(self, **sizes: int) -> None:
         self.steps, self.targets = sizes["steps"], sizes["targets"]
         self.targeted_steps, self.rounds = sizes["targeted_steps"], sizes["rounds"]
-        self.round_targets, self.queries = sizes["round_targets"], sizes["queries"]
+        self.round_targets, self.round_steps = sizes["round_targets"], sizes["round_steps"]
+        self.queries = sizes["queries"]
 
     @classmethod
     def make(cls, strength: str, *given: int | None) -> _Plan:
         """The preset `strength` with the options given explicitly put in; checked."""
         checks.check_choice("strength", strength, tuple(STRENGTHS))
-        names = ("steps", "targets", "targeted_steps", "rounds", "round_targets", "queries")
         sizes = {
             name: preset if value is None else value
-            for name, value, preset in zip(names, given, STRENGTHS[strength], strict=True)
+            for name, value, preset in zip(cls.NAMES, given, STRENGTHS[strength], strict=True)
         }
         for name, value in sizes.items():
             if name in cls.COUNTS:
@@ -167,26 +178,78 @@ class _Plan:
         return cls(**sizes)  # type: ignore[arg-type]
 
     def stages(self, p: checks.Problem) -> list[tuple[str, Callable[..., torch.Tensor], dict]]:
-        """The sequence of (name, attack, options); `rank` picks the target by rank."""
+        """The sequence of (name, attack, options); `aim` says where each stage's target comes from."""
         first = {"steps": self.steps, "loss": p.loss, "early_stop": True}
         stages: list[tuple[str, Callable[..., torch.Tensor], dict]] = [
             (f"apgd-{p.loss}", apgd, first)
         ]
         targeted = {"steps": self.targeted_steps, "loss": "dlr", "early_stop": True}
+        later = {**targeted, "steps": self.round_steps}
         for r in range(self.rounds if self.targets else 0):
             again = "" if r == 0 else f"-round{r + 1}"
             if p.target is not None:
-                stages.append((f"apgd-dlr-targeted{again}", apgd, targeted))
+                stages.append((f"apgd-dlr-targeted{again}", apgd, targeted if r == 0 else later))
                 continue
             # The target steers the loss; any misclassification is a success.
-            steer = {**targeted, "misclassify": True}
-            stages += [
-                (f"apgd-dlr-top{rank + 1}{again}", apgd, {**steer, "rank": rank})
-                for rank in range(self.targets if r == 0 else self.round_targets)
-            ]
+            if r == 0:
+                stages += [
+                    (f"apgd-dlr-top{rank + 1}", apgd, {**targeted, "misclassify": True,
+                                                       "aim": ("rank", rank)})
+                    for rank in range(self.targets)
+                ]  # fmt: skip
+            else:
+                stages += [
+                    (f"apgd-dlr-near{j + 1}{again}", apgd, {**later, "misclassify": True,
+                                                            "aim": ("near", j)})
+                    for j in range(self.round_targets)
+                ]  # fmt: skip
         if self.queries:
             stages.append(("square", square, {"queries": self.queries, "loss": "margin"}))
         return stages
+
+
+class _Aims:
+    """Where the targeted stages aim, and how near each (sample, target) came to success.
+
+    `("rank", r)`: every survivor, toward its wrong class of clean-logit rank
+    `r`. `("near", j)`: only the survivors whose `j`-th best targeted DLR so
+    far is >= -`NEAR`, toward that class. None: the caller's target (or none).
+    """
+
+    def __init__(self, model: nn.Module, p: checks.Problem) -> None:
+        self.model, self.p = model, p
+        self.ranked: torch.Tensor | None = None  # (N, K-1): wrong classes by clean logit
+        self.reached: torch.Tensor | None = None  # (N, K-1): best targeted DLR per rank
+
+    def choose(
+        self, aim: tuple[str, int] | None, todo: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The samples a stage attacks (of `todo`) and their targets."""
+        if aim is None:
+            return todo, None if self.p.target is None else self.p.target[todo]
+        if self.ranked is None:
+            self.ranked = _wrong_classes(self.model, self.p, todo)
+            self.reached = torch.full(self.ranked.shape, -math.inf, device=self.ranked.device)
+        kind, k = aim
+        if k >= self.ranked.shape[1]:
+            return todo[:0], None  # fewer wrong classes than targets
+        if kind == "rank":
+            return todo, self.ranked[todo, k]
+        assert self.reached is not None
+        value, rank = self.reached[todo].sort(dim=1, descending=True)
+        near = value[:, k] >= -NEAR
+        return todo[near], self.ranked[todo[near], rank[near, k]]
+
+    def judge(self, aim: tuple[str, int] | None, todo: torch.Tensor, point: torch.Tensor):
+        """Which samples `point` fools; for a first-round rank, how near the rest came."""
+        some = self.p.select(todo)
+        with torch.no_grad(), eval_mode(self.model):
+            logits = some.logits(self.model, point.to(some.x.dtype), check=True)
+        if aim is not None and aim[0] == "rank" and self.reached is not None:
+            target = self.ranked[todo, aim[1]]  # type: ignore[index]
+            value = losses.objective(logits, some.y, target, "dlr").to(self.reached.dtype)
+            self.reached[todo, aim[1]] = torch.maximum(self.reached[todo, aim[1]], value)
+        return losses.succeeded(logits, some.y, some.target)
 
 
 def _wrong_classes(model: nn.Module, p: checks.Problem, rows: torch.Tensor) -> torch.Tensor:
@@ -198,8 +261,3 @@ def _wrong_classes(model: nn.Module, p: checks.Problem, rows: torch.Tensor) -> t
     out = torch.zeros((len(p.y), logits.shape[1]), dtype=torch.int64, device=logits.device)
     out[rows] = ranked
     return out[:, :-1]
-
-
-def _succeeded(model: nn.Module, p: checks.Problem, point: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad(), eval_mode(model):
-        return losses.succeeded(p.logits(model, point.to(p.x.dtype), check=True), p.y, p.target)

@@ -65,12 +65,29 @@ def test_later_stages_fool_survivors_and_their_points_are_kept(mlp, digits):
 def test_rounds_add_stages_and_explicit_options_override_the_preset(mlp, digits):
     x, y = digits.x_test[:60], digits.y_test[:60]
     log: list[dict] = []
-    attacks.strong(mlp, x, y, 0.3, norm="linf", targets=2, rounds=2, queries=5, log=log)
+    attacks.strong(
+        mlp, x, y, 0.3, norm="linf", targets=2, rounds=2, round_targets=2, queries=5, log=log
+    )
     stages = [entry["stage"] for entry in log]
     assert stages[0] == "apgd-ce"
     assert set(stages) <= {"apgd-ce", "apgd-dlr-top1", "apgd-dlr-top2",
-                           "apgd-dlr-top1-round2", "apgd-dlr-top2-round2", "square"}  # fmt: skip
+                           "apgd-dlr-near1-round2", "apgd-dlr-near2-round2", "square"}  # fmt: skip
     assert STRENGTHS["fast"][3] == 1 and STRENGTHS["default"][3] > 1
+
+
+def test_later_rounds_spend_restarts_only_on_survivors_near_success(mlp, digits):
+    """Rounds after the first attack the survivors whose targeted DLR came within NEAR."""
+    x, y = digits.x_test[:120], digits.y_test[:120]
+    log: list[dict] = []
+    x_adv = attacks.strong(mlp, x, y, 0.05, norm="linf", targets=3, rounds=3, log=log)
+    by_stage = {entry["stage"]: entry for entry in log}
+    survivors = by_stage["apgd-dlr-top3"]["attacked"] - by_stage["apgd-dlr-top3"]["fooled"]
+    near = by_stage["apgd-dlr-near1-round2"]
+    assert 0 < near["attacked"] < survivors  # some, not all, came near
+    assert by_stage["apgd-dlr-near1-round3"]["attacked"] <= near["attacked"] - near["fooled"]
+    # The restarts run round_steps (100) steps: more passes per attacked sample than 25.
+    assert near["backward"] > 50 * near["attacked"]
+    assert (~correct(mlp, x_adv, y)).sum().item() == sum(entry["fooled"] for entry in log)
 
 
 def test_apgd_misclassify_keeps_every_misclassification_of_a_targeted_run(mlp, digits):
@@ -93,7 +110,8 @@ def test_apgd_misclassify_keeps_every_misclassification_of_a_targeted_run(mlp, d
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("strength", "extreme"), ("rounds", 0), ("targets", -1), ("queries", 1.5), ("steps", 0)],
+    [("strength", "extreme"), ("rounds", 0), ("targets", -1), ("queries", 1.5), ("steps", 0),
+     ("round_steps", 0), ("round_targets", -1)],
 )
 def test_bad_options_raise_naming_them(option, value):
     x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 3])
