@@ -10,11 +10,12 @@ only through `attacks.ATTACKS` and their signatures.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -57,7 +58,7 @@ def attack_options(attack: str) -> dict[str, Any]:
     """
     if attack not in attacks.ATTACKS:
         raise ValueError(f"attack must be one of {tuple(attacks.ATTACKS)}, got {attack!r}")
-    parameters = inspect.signature(attacks.ATTACKS[attack]).parameters.values()
+    parameters = _parameters(attacks.ATTACKS[attack]).values()
     return {
         p.name: p.default
         for p in parameters
@@ -67,8 +68,14 @@ def attack_options(attack: str) -> dict[str, Any]:
 
 def takes(attack: str, option: str) -> bool:
     """Whether the attack has the keyword option (e.g. `generator`, `early_stop`)."""
-    parameters = inspect.signature(attacks.ATTACKS[attack]).parameters
+    parameters = _parameters(attacks.ATTACKS[attack])
     return option in parameters and parameters[option].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters(function: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    """A function's parameters (cached: the curve asks about every call's options)."""
+    return inspect.signature(function).parameters
 
 
 @dataclass
