@@ -24,7 +24,10 @@ from attacks.noise import Noise
 from attacks.runtime import count_passes, eval_mode
 from attacks.square import square
 
-# Presets: (steps, targets, targeted_steps, rounds, round_targets, round_steps, queries).
+# The options a preset sets, in the order of STRENGTHS' tuples.
+PRESET_OPTIONS = (
+    "steps", "targets", "targeted_steps", "rounds", "round_targets", "round_steps", "queries"
+)  # fmt: skip
 # Chosen by measurement against AutoAttack (scripts/bench/strong.py, BENCHMARKS.md).
 STRENGTHS: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "fast": (100, 3, 25, 1, 1, 100, 0),
@@ -151,9 +154,6 @@ def strong(
 class _Plan:
     """The checked sizes of one strong run, and its sequence of stages."""
 
-    NAMES = (
-        "steps", "targets", "targeted_steps", "rounds", "round_targets", "round_steps", "queries"
-    )  # fmt: skip
     COUNTS = ("steps", "targeted_steps", "rounds", "round_steps")  # ints >= 1; the others >= 0
 
     def __init__(self, **sizes: int) -> None:
@@ -168,7 +168,7 @@ class _Plan:
         checks.check_choice("strength", strength, tuple(STRENGTHS))
         sizes = {
             name: preset if value is None else value
-            for name, value, preset in zip(cls.NAMES, given, STRENGTHS[strength], strict=True)
+            for name, value, preset in zip(PRESET_OPTIONS, given, STRENGTHS[strength], strict=True)
         }
         for name, value in sizes.items():
             if name in cls.COUNTS:

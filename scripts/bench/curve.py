@@ -19,6 +19,7 @@ from torch import nn
 import attacks
 from advkit import robustness_curve
 from advkit.data import load_dataset
+from attacks.strong import PRESET_OPTIONS, STRENGTHS
 
 from .attacks import PEERS, trained_models
 from .attacks import Settings as TrainSettings
@@ -179,7 +180,8 @@ def suite(device: torch.device, quick: bool) -> list[Section]:
     )
     grids = "; ".join(f"{g}: {list(GRIDS[g][1])}" for g in s.grids)
     pgd.extra.append(f"{line} Batches of {s.batch_size}. Grids: {grids}.")
-    strong.extra.append(f"{line} strong with its defaults (APGD-CE 100, 3 x APGD-DLR-T 50).")
+    sizes = dict(zip(PRESET_OPTIONS, STRENGTHS["default"], strict=True))
+    strong.extra.append(f"{line} strong with its default preset: {sizes}.")
     for name, model in trained.items():
         for grid in s.grids:
             rows, table = pgd_rows(name, model, x, y, grid, s, device)
