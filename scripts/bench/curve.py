@@ -161,8 +161,24 @@ def strong_rows(name, model, x, y, grid: str, s: Settings, device) -> tuple[list
         Row(f"{what}: descend passes", work[a], unit="count", ratios=ratios(work[a], work[b]),
             note="ratio: / from scratch"),
         Row(f"{what}: from scratch", t[b]),
+        Row(f"{what}: floor of the passes ratio at equal strength", [floor(epsilons, found[b])],
+            unit="", note="information: robust at the smallest eps / sum over eps, from scratch"),
     ]  # fmt: skip
     return rows, accuracy_table(f"{name}, {grid}, strong", epsilons, found, b, len(x))
+
+
+def floor(epsilons, runs: list[list[float]]) -> float:
+    """The least share of from-scratch work any exact walk of the grid must spend.
+
+    From scratch, every sample robust at an eps pays one failed attack there;
+    a walk that keeps the same strength pays one failed attack per sample still
+    robust at the smallest eps > 0 (at the eps just below its breaking one), and
+    infers the rest from nesting. Failed attacks dominate the cost (the
+    successes stop early), so their ratio bounds the passes ratio from below.
+    """
+    robust = [statistics.median(run[i] for run in runs) for i in range(len(epsilons))]
+    attacked = [a for eps, a in zip(epsilons, robust, strict=True) if eps > 0]
+    return attacked[0] / sum(attacked) if sum(attacked) else 0.0
 
 
 def suite(device: torch.device, quick: bool) -> list[Section]:
