@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ from .harness import Row, Section, log, ratios
 
 EPS = 0.1
 STEPS = 10
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "standard": {},
     "pgd": {"adversarial": "pgd", "adv_eps": EPS, "adv_steps": STEPS},
     "fgsm-rs": {"adversarial": "fgsm-rs", "adv_eps": EPS},
