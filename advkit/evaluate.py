@@ -180,7 +180,9 @@ def robustness_curve(
     grid (`Curve.per_sample["fooled_at"]`); the accuracy at eps is the share
     of samples whose breaking budget is larger (or who never broke): the curve
     is non-increasing by construction. Clean errors are never attacked, and
-    attacks that can (`early_stop`) stop on each sample as soon as it succeeds.
+    attacks that can (`early_stop`) stop on each sample as soon as it succeeds
+    (not on a model whose `randomized` attribute is true, such as a random
+    defense of `advkit.defenses`: its success is judged on a fresh draw).
     Two methods find the breaking budgets:
 
     - `"descend"` (the default for attacks with `steps`, e.g. pgd, apgd,
