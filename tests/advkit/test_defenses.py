@@ -129,6 +129,11 @@ def test_eot_through_random_resize_attacks_every_sample_to_the_end(net, small_di
     assert defend(net, "jpeg:75", adaptive="bpda").randomized is False
     assert eot.accuracy[-1] < stopping.accuracy[-1]
     assert eot.accuracy[-1] <= bare.accuracy[-1] + 0.05
+    # The randomness flag says what the EOT attack did, and still warns a naive one.
+    messages = {f["code"]: f["message"] for f in eot.flags}
+    assert "over 4 draws" in messages["stochastic"]
+    naive = robustness_curve(defend(net, "resize:0.1"), x, y, eps)
+    assert "needs an attack" in {f["code"]: f["message"] for f in naive.flags}["stochastic"]
 
 
 def test_eot_averages_several_draws_only_while_attacking(net, small_digits):
