@@ -24,7 +24,17 @@ one draw of its randomness, so success is judged on the real defense):
   backward pass treats each non-differentiable transform as the identity.
 - ``"eot:N"``: Expectation over Transformation: the logits are averaged over
   N draws of the defense's randomness (with BPDA through non-differentiable
-  transforms), so the gradient is that of the expected logits.
+  transforms), so the gradient is the average over the draws of the logits'
+  gradients. On digits (bncnn, resize:0.1, L-inf 0.1, PGD-20 every step to
+  the end) averaging the logits, the probabilities or the loss gradients
+  left the same accuracy within 0.015 (0.43-0.445, undefended 0.41), with 8
+  or 32 draws and 20 or 100 steps.
+
+A randomized defense is judged on a fresh draw, so a point that has just
+crossed the attack's own (averaged) boundary fools only about half of them:
+`advkit.evaluate.robustness_curve` does not stop early on a model whose
+``randomized`` is true (EOT-8 PGD-20 through resize:0.1 on digits: 0.62 with
+early stopping, 0.43 without).
 
 Randomness (random resize-and-pad) comes from a generator the wrapper owns,
 seeded by ``seed``: a freshly built wrapper replays the same draws.
@@ -239,6 +249,7 @@ class Defended(nn.Module):
 
     @property
     def randomized(self) -> bool:
+        """Whether a call draws randomness (each call then sees a different transform)."""
         return any(RANDOMIZED[name] for name, _ in self.steps)
 
     def transform(self, x: torch.Tensor, straight: bool = False) -> torch.Tensor:

@@ -62,13 +62,7 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict
             )
         )
     if not torch.allclose(again, logits, rtol=1e-4, atol=1e-5):
-        flags.append(
-            flag(
-                "stochastic",
-                "two eval-mode passes on the same inputs differ: a randomized model needs an "
-                "attack that averages over its randomness (EOT) before its numbers mean anything",
-            )
-        )
+        flags.append(flag("stochastic", _stochastic_message(model)))
     share = zero_gradient_share(model, x, y)
     if share >= ZERO_GRADIENT_SHARE:
         flags.append(
@@ -79,6 +73,21 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict
             )
         )
     return flags
+
+
+def _stochastic_message(model: nn.Module) -> str:
+    """What the randomness flag says; an EOT wrapper (`advkit.defenses`) names its draws."""
+    adaptive = getattr(model, "adaptive", None)
+    if isinstance(adaptive, str) and adaptive.startswith("eot:"):
+        return (
+            "two eval-mode passes on the same inputs differ: the attack averaged its gradients "
+            f"over {adaptive.partition(':')[2]} draws of the randomness (EOT), and each "
+            "prediction is judged on one fresh draw"
+        )
+    return (
+        "two eval-mode passes on the same inputs differ: a randomized model needs an "
+        "attack that averages over its randomness (EOT) before its numbers mean anything"
+    )
 
 
 def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

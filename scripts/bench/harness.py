@@ -154,9 +154,17 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 
 
 def targets_table(sections: Sequence[Section]) -> str:
-    """Every row with a target, at a glance: what, ratio, target, met?."""
-    rows = [r.cells() for s in sections for r in s.rows if r.target is not None]
-    return markdown_table(["what", "ratio", "target", "met?"], [[c[0], *c[2:5]] for c in rows])
+    """Every row with a target, at a glance: what, value, target, met?.
+
+    The value is what the target is checked on: the median ratio where the row
+    has ratios, else the median value (an accuracy, a difference of accuracies).
+    """
+    rows = [r for s in sections for r in s.rows if r.target is not None]
+    cells = [(r.cells(), r.ratios is not None) for r in rows]
+    return markdown_table(
+        ["what", "value", "target", "met?"],
+        [[c[0], c[2] if has_ratio else c[1], *c[3:5]] for c, has_ratio in cells],
+    )
 
 
 def machine_line(device: torch.device) -> str:

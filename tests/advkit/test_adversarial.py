@@ -146,3 +146,43 @@ def test_sigkill_then_resume_equals_an_uninterrupted_pgd_run(tmp_path):
     strip = lambda p: [{k: v for k, v in r.items() if k not in timing} for r in runs.read_jsonl(p)]  # noqa: E731
     assert strip(cut / "metrics.jsonl") == strip(full / "metrics.jsonl")
     assert "val_robust_acc" in runs.read_jsonl(full / "metrics.jsonl")[0]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fgsm_rs_example_is_one_pgd_step_from_a_seeded_start_in_the_ball(small_digits, norm):
+    import torch
+
+    import attacks
+    import models
+
+    torch.manual_seed(0)
+    model = models.build("bncnn", input_shape=(1, 8, 8), num_classes=10)
+    x, y = small_digits.x_train[:48], small_digits.y_train[:48]
+    eps, size = (0.1, 0.125) if norm == "linf" else (0.5, 0.625)
+
+    def craft(random_start, seed=3):
+        generator = torch.Generator().manual_seed(seed)
+        return adversarial.fgsm_rs_example(
+            model, x, y, eps, norm=norm, size=size, random_start=random_start,
+            generator=generator,
+        )  # fmt: skip
+
+    model.train()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    # Without a random start it is exactly PGD's single step (in eval mode).
+    plain = attacks.pgd(model, x, y, eps, norm=norm, steps=1, step_size=size, random_start=False)
+    assert torch.equal(craft(False), plain)
+    started = craft(True)
+    assert torch.equal(started, craft(True)) and not torch.equal(started, craft(True, seed=4))
+    assert not torch.equal(started, plain)
+    delta = (started - x).flatten(1)
+    length = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert (length <= eps + 1e-6).all() and started.min() >= 0 and started.max() <= 1
+    # The model is left as found: train mode, trainable, weights and statistics unchanged.
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    # The random start raises the loss over the clean point, as an attack should.
+    with torch.no_grad(), attacks.eval_mode(model):
+        clean = torch.nn.functional.cross_entropy(model(x), y)
+        adv = torch.nn.functional.cross_entropy(model(started), y)
+    assert adv > clean

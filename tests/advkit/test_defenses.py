@@ -114,6 +114,28 @@ def test_adaptive_attacks_undo_the_naive_robustness_of_jpeg(net, small_digits):
     assert bpda <= bare + 0.1
 
 
+def test_eot_through_random_resize_attacks_every_sample_to_the_end(net, small_digits):
+    # Judged on a fresh draw, a point that only just crossed the EOT boundary fools
+    # about half the draws: the curve must not stop stepping a sample at its first
+    # success there, as it does (and may) on a deterministic model.
+    x, y = small_digits.x_test, small_digits.y_test
+    eps = [0.0, 0.15]
+    eot = robustness_curve(defend(net, "resize:0.1", adaptive="eot:4"), x, y, eps)
+    stopping = robustness_curve(
+        defend(net, "resize:0.1", adaptive="eot:4"), x, y, eps, early_stop=True
+    )
+    bare = robustness_curve(net, x, y, eps)
+    assert eot.settings["early_stop"] is False and bare.settings["early_stop"] is True
+    assert defend(net, "jpeg:75", adaptive="bpda").randomized is False
+    assert eot.accuracy[-1] < stopping.accuracy[-1]
+    assert eot.accuracy[-1] <= bare.accuracy[-1] + 0.05
+    # The randomness flag says what the EOT attack did, and still warns a naive one.
+    messages = {f["code"]: f["message"] for f in eot.flags}
+    assert "over 4 draws" in messages["stochastic"]
+    naive = robustness_curve(defend(net, "resize:0.1"), x, y, eps)
+    assert "needs an attack" in {f["code"]: f["message"] for f in naive.flags}["stochastic"]
+
+
 def test_eot_averages_several_draws_only_while_attacking(net, small_digits):
     x = small_digits.x_test[:8]
     wrapped = defend(net, "resize:0.1", adaptive="eot:4", seed=0)

@@ -96,6 +96,12 @@ def test_targets_table_lists_only_rows_with_targets():
     )
     table = targets_table([section])
     assert "kept" in table and "dropped" not in table and table.count("\n") == 2
+    # A row without ratios shows its value (an accuracy), one with ratios its ratio.
+    accuracy = Row("acc", [0.75, 0.85, 0.8], "", target=(">=", 0.7))
+    timed = Row("time", [2.0, 2.0], ratios=[1.5, 1.7], target=("<=", 2.0))
+    lines = targets_table([Section("t", [accuracy, timed])]).splitlines()
+    assert lines[0] == "| what | value | target | met? |"
+    assert lines[2] == "| acc | 0.800 | >= 0.7 | yes |" and lines[3].startswith("| time | 1.60 |")
     assert section.markdown().startswith("### t\n\n| what | median |")
 
 
