@@ -110,8 +110,15 @@ def test_apgd_misclassify_keeps_every_misclassification_of_a_targeted_run(mlp, d
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("strength", "extreme"), ("rounds", 0), ("targets", -1), ("queries", 1.5), ("steps", 0),
-     ("round_steps", 0), ("round_targets", -1)],
+    [
+        ("strength", "extreme"),
+        ("rounds", 0),
+        ("targets", -1),
+        ("queries", 1.5),
+        ("steps", 0),
+        ("round_steps", 0),
+        ("round_targets", -1),
+    ],
 )
 def test_bad_options_raise_naming_them(option, value):
     x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 3])
