@@ -9,7 +9,7 @@ and adaptive (BPDA, EOT); then writes the report. Re-running skips every run and
 settings (keyed by a hash of its config), so an interrupted pipeline resumes
 where it stopped and a changed setting reruns only what it affects.
 
-    python scripts/course.py                 # digits, about 3-4 minutes on 2 cores
+    python scripts/course.py                 # digits, about 3.5-5 minutes on 2 cores
     python scripts/course.py --quick         # a first look in under a minute
     python scripts/course.py --dataset data.npz --out runs-mine --report report-mine
 
