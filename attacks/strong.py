@@ -240,7 +240,9 @@ class _Aims:
         near = value[:, k] >= -NEAR
         return todo[near], self.ranked[todo[near], rank[near, k]]
 
-    def judge(self, aim: tuple[str, int] | None, todo: torch.Tensor, point: torch.Tensor):
+    def judge(
+        self, aim: tuple[str, int] | None, todo: torch.Tensor, point: torch.Tensor
+    ) -> torch.Tensor:
         """Which samples `point` fools; for a first-round rank, how near the rest came."""
         some = self.p.select(todo)
         with torch.no_grad(), eval_mode(self.model):
