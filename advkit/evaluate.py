@@ -205,10 +205,11 @@ def robustness_curve(
       inferred at smaller ones). A warm probe never replaces the attack's
       failure: every sample counted robust at eps failed the attack at eps.
       Each sample pays about one failed attack, where attacking eps by eps
-      pays one per eps below its breaking budget. The walk goes in rounds:
-      each round attacks every walking sample at its own eps, with that
-      eps's seeds, in the same batches; the passes (and a staged attack's
-      `stages` log) of a batch are shared out over its eps by samples.
+      pays one per eps below its breaking budget. Samples at different eps
+      share attack calls, each at its own eps with that eps's seeds; while
+      other samples still walk, those due for the attack wait for a full
+      batch. The passes (and a staged attack's `stages` log) of a batch are
+      shared out over its eps by samples.
     - `"per-eps"` (the default otherwise): eps by eps upwards, each attacking
       only the samples no smaller eps has fooled (untargeted) or brought to
       the target (targeted).
@@ -250,8 +251,9 @@ def robustness_curve(
         progress: Called as `progress(eps_index, done, total)` after each
             attacked batch, `done` of the `total` samples attacked at that eps;
             an eps with nothing to attack reports once with `0, 0` (`"descend"`:
-            after each batch of a round, with the largest eps index in the batch
-            and the round's counts; then `0, 0` for each eps it never attacked).
+            after each batch of attacks, not probes, with the largest eps index
+            in the batch and the counts of the samples attacked together; then
+            `0, 0` for each eps it never attacked).
         examples: Keep, for the first this many evaluated samples, the
             adversarial input the curve counted at every eps (`Curve.examples`,
             for galleries that show exactly what the curve measured).
@@ -503,9 +505,12 @@ class _Evaluation:
         level below: first its point projected there is checked (one forward
         pass, repeated while it keeps succeeding), then probed from that point
         (`WARM_STEPS` steps, attacks that take `start`), then attacked there
-        from the clean input. A failure ends its walk. Each round attacks every walking sample at once (one
-        attack call per batch, each sample at its own eps with its own seeds),
-        so a success is kept at every larger eps by construction.
+        from the clean input. A failure ends its walk. Walks are independent:
+        probes and attacks batch samples at different levels together (each
+        at its own eps with its own seeds), and a sample due for the attack
+        waits, while others walk, until a full batch is due (a small batch
+        costs nearly as much per step as a full one); what a sample gets does
+        not depend on whom it was batched with.
         """
         levels, self.norm = len(self.epsilons), options["norm"]
         self.fooled_level = torch.where(self.clean_fooled, 0, levels)
@@ -520,18 +525,44 @@ class _Evaluation:
         # Per sample, the highest level known robust (the attack failed there; eps 0 counts).
         self.lo = torch.full((self.n,), int((self.grid == 0).sum()) - 1)
         top = levels - 1
-        walking = torch.arange(self.n)[~self.clean_reached] if self.epsilons[top] > 0 else None
-        level = torch.full((self.n,), top)
-        warm = False
-        while walking is not None and len(walking):
-            self.attack_round(walking, level, attack, options, warm, progress)
-            broke = self.reached_level[walking] == level[walking]
-            self.lo[walking[~broke]] = level[walking[~broke]]
-            self.project_down(walking[broke])
-            walking = walking[self.reached_level[walking] - self.lo[walking] > 1]
-            level[walking] = self.reached_level[walking] - 1
-            warm = takes(attack, "start") and takes(attack, "steps")
+        self.level = torch.full((self.n,), top)
+        # Samples waiting for the attack at their level (all of them at the top first), and
+        # samples walking down through projected points and warm probes.
+        waiting = torch.arange(self.n)[~self.clean_reached]
+        if self.epsilons[top] == 0:
+            waiting = waiting[:0]
+        walking = waiting[:0]
+        warm = takes(attack, "start") and takes(attack, "steps")
+        while len(waiting) or len(walking):
+            if len(walking) and warm:  # a short probe from the last point
+                self.probe(walking, attack, options)
+                broke = self.reached_level[walking] == self.level[walking]
+                waiting = torch.cat([waiting, walking[~broke]])
+                walking = self.walk_down(walking[broke])
+            elif len(walking):
+                waiting, walking = torch.cat([waiting, walking]), walking[:0]
+            # Each sample's walk is its own: while others still walk, the attack waits
+            # for full batches (a small batch costs about as much per step as a full one).
+            ready = (
+                len(waiting)
+                if not len(walking)
+                else len(waiting) // self.batch_size * self.batch_size
+            )
+            if ready:
+                samples, waiting = waiting[:ready], waiting[ready:]
+                self.attack_cold(samples, attack, options, progress)
+                broke = self.reached_level[samples] == self.level[samples]
+                self.lo[samples[~broke]] = self.level[samples[~broke]]
+                walking = torch.cat([walking, self.walk_down(samples[broke])])
         self.finish_descend(options["norm"], progress)
+
+    def walk_down(self, samples: torch.Tensor) -> torch.Tensor:
+        """The samples that just broke at their level, moved down through their projected
+        points: those with a level left to try, at the level below their breaking one."""
+        self.project_down(samples)
+        samples = samples[self.reached_level[samples] - self.lo[samples] > 1]
+        self.level[samples] = self.reached_level[samples] - 1
+        return samples
 
     def finish_descend(self, norm: str, progress: Callable[[int, int, int], None] | None) -> None:
         """The curve, checks and breaking budgets from the levels the walk found."""
@@ -586,29 +617,27 @@ class _Evaluation:
         counts = torch.bincount(level, minlength=len(self.epsilons)).double()
         self.spent += counts[:, None] / max(len(level), 1) * torch.tensor([forward, backward])
 
-    def attack_round(
+    def probe(self, samples: torch.Tensor, attack: str, options: dict[str, Any]) -> None:
+        """`WARM_STEPS` steps from each sample's last point projected onto its own level."""
+        probe = {**options, "steps": WARM_STEPS}
+        probe.update({"restarts": 1} if takes(attack, "restarts") else {})
+        for batch in samples.split(self.batch_size):
+            self.attack_levels(batch, self.level[batch], attack, probe, warm=True)
+
+    def attack_cold(
         self,
         samples: torch.Tensor,
-        level: torch.Tensor,
         attack: str,
         options: dict[str, Any],
-        warm: bool,
         progress: Callable[[int, int, int], None] | None,
     ) -> None:
-        """Attack each sample at its own `level`, all levels in the same calls: when `warm`,
-        first `WARM_STEPS` steps from its last point projected there, then, where that
-        failed, the attack itself from the clean input (with that level's seeds)."""
-        if warm:  # a short probe from the last point; what it does not break is attacked cold
-            for batch in samples.split(self.batch_size):
-                probe = {**options, "steps": WARM_STEPS}
-                probe.update({"restarts": 1} if takes(attack, "restarts") else {})
-                self.attack_levels(batch, level[batch], attack, probe, warm=True)
-            samples = samples[self.reached_level[samples] != level[samples]]
+        """The attack itself on each sample at its own level, all levels in the same calls,
+        from the clean input (with that level's seeds)."""
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            self.attack_levels(batch, level[batch], attack, options)
+            self.attack_levels(batch, self.level[batch], attack, options)
             if progress is not None:
-                progress(int(level[batch].max()), start + len(batch), len(samples))
+                progress(int(self.level[batch].max()), start + len(batch), len(samples))
 
     def attack_levels(
         self,
