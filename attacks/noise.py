@@ -21,6 +21,7 @@ cryptographic generator: it is meant for random starts and search proposals.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -64,6 +65,12 @@ def _fold(parts: tuple[int | str, ...]) -> int:
     return key
 
 
+@functools.lru_cache(maxsize=16)
+def _elements(count: int, device: torch.device) -> torch.Tensor:
+    """The hashed positions `(count,)` of a draw's elements (the same for every draw of that size)."""
+    return _mix(torch.arange(count, device=device) ^ 0x27D4EB2F)
+
+
 class Noise:
     """Counter-based random numbers for a batch, one independent stream family per sample.
 
@@ -74,8 +81,12 @@ class Noise:
 
     def __init__(self, seeds: torch.Tensor) -> None:
         self.seeds = seeds
-        low, high = seeds & _M32, (seeds >> 32) & _M32
-        self._key = _mix(_mix(high ^ 0x85EBCA6B) ^ low)  # (N,) in [0, 2**32)
+
+    @functools.cached_property
+    def _key(self) -> torch.Tensor:
+        """Each sample's key `(N,)` in `[0, 2**32)`, hashed from its seed when first drawn from."""
+        low, high = self.seeds & _M32, (self.seeds >> 32) & _M32
+        return _mix(_mix(high ^ 0x85EBCA6B) ^ low)
 
     @classmethod
     def of(
@@ -120,7 +131,10 @@ class Noise:
 
     def select(self, index: torch.Tensor | slice) -> Noise:
         """The noise of the samples `index` (indices or a boolean mask)."""
-        return Noise(self.seeds[index])
+        noise = Noise(self.seeds[index])
+        if "_key" in self.__dict__:  # already hashed: its rows are the selection's keys
+            noise.__dict__["_key"] = self._key[index]
+        return noise
 
     def fork(self, *stream: int | str) -> Noise:
         """New per-sample seeds derived from each sample's own (e.g. one family per restart)."""
@@ -131,7 +145,7 @@ class Noise:
         """32-bit values in int64, `(N, *shape)`."""
         count = math.prod(shape)
         key = _mix(self._key ^ _fold(stream))  # (N,)
-        element = _mix(torch.arange(count, device=self.seeds.device) ^ 0x27D4EB2F)  # (count,)
+        element = _elements(count, self.seeds.device)  # (count,)
         out = _mix((_mix(key[:, None] ^ element[None, :]) + key[:, None]) & _M32)
         return out.view(len(self), *shape)
 
