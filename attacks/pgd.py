@@ -116,6 +116,7 @@ def pgd(
             best.keep(todo, *found)
             if best.success.all():
                 break
+    assert best is not None  # a single run returned above
     # The budget, enforced on the way out (every point is inside already: it stays bit for bit).
     return p.finish(ball.project(best.x))
 
