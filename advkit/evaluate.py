@@ -304,7 +304,7 @@ def robustness_curve(
         run.keep_examples(examples)
         options = {"norm": norm, **attack_kw}
         if method == "descend":
-            run.descend(attack, options, progress)
+            run.descend(attack, options, progress, passes)
         else:
             for i, eps in enumerate(epsilons):
                 run.attack_at(i, eps, attack, options, incremental, progress)
@@ -496,6 +496,7 @@ class _Evaluation:
         attack: str,
         options: dict[str, Any],
         progress: Callable[[int, int, int], None] | None,
+        passes: attacks.Passes,
     ) -> None:
         """The `"descend"` method: attack at the largest eps, then walk each broken sample down.
 
@@ -512,7 +513,7 @@ class _Evaluation:
         costs nearly as much per step as a full one); what a sample gets does
         not depend on whom it was batched with.
         """
-        levels, self.norm = len(self.epsilons), options["norm"]
+        levels, self.norm, self.passes = len(self.epsilons), options["norm"], passes
         self.fooled_level = torch.where(self.clean_fooled, 0, levels)
         self.reached_level = torch.where(self.clean_reached, 0, levels)
         self.points = torch.empty((self.n, *self.x.shape[1:]), dtype=self.x.dtype)
@@ -606,16 +607,18 @@ class _Evaluation:
             budget = self.grid[at].to(device=self.device, dtype=x_batch.dtype)
             ball = norms.ball(x_batch, budget, self.norm, None)  # a shrunk point stays in the box
             candidate = ball.project(self.points[batch].to(self.device))
-            with attacks.count_passes(self.model) as passes:
-                hit = self.record(batch, at, x_batch, candidate, None)
-            self.share(at, passes.forward, passes.backward)
+            before = self.passes.forward, self.passes.backward
+            hit = self.record(batch, at, x_batch, candidate, None)
+            self.share(at, before)
             reached.append(hit)
         return torch.cat(reached) if reached else torch.zeros(0, dtype=torch.bool)
 
-    def share(self, level: torch.Tensor, forward: int, backward: int) -> None:
-        """Attribute a call's passes to the levels of its samples, in proportion to their number."""
+    def share(self, level: torch.Tensor, before: tuple[int, int]) -> None:
+        """Attribute the passes spent since the count was `before` (forward, backward) to the
+        levels of a call's samples, in proportion to their number."""
+        spent = self.passes.forward - before[0], self.passes.backward - before[1]
         counts = torch.bincount(level, minlength=len(self.epsilons)).double()
-        self.spent += counts[:, None] / max(len(level), 1) * torch.tensor([forward, backward])
+        self.spent += counts[:, None] / max(len(level), 1) * torch.tensor(spent)
 
     def probe(self, samples: torch.Tensor, attack: str, options: dict[str, Any]) -> None:
         """`WARM_STEPS` steps from each sample's last point projected onto its own level."""
@@ -654,10 +657,10 @@ class _Evaluation:
             options = {**options, "log": stages}
         if warm:
             options = {**options, "start": self.points[batch].to(self.device)}
-        with attacks.count_passes(self.model) as passes:
-            x_batch, x_adv = self.run_attack(batch, at, attack, options)
-            self.record(batch, at, x_batch, x_adv, self.level_checks)
-        self.share(at, passes.forward, passes.backward)
+        before = self.passes.forward, self.passes.backward
+        x_batch, x_adv = self.run_attack(batch, at, attack, options)
+        self.record(batch, at, x_batch, x_adv, self.level_checks)
+        self.share(at, before)
         counts = torch.bincount(at, minlength=len(self.epsilons)).tolist()
         for i, count in enumerate(counts):  # a staged attack's log, shared out the same way
             share = count / len(at)
@@ -685,9 +688,7 @@ class _Evaluation:
         self.reached_level[batch[reached]] = level[reached]
         self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
         if checks is not None:
-            for i in level.unique().tolist():
-                rows = (level == i).to(x_adv.device)
-                checks[i].add(x_adv[rows] - x_batch[rows], x_adv[rows], self.norm)
+            _Check.add_levels(checks, level, x_adv - x_batch, x_adv, self.norm)
         if self.examples is not None:
             top = len(self.epsilons) - 1
             kept = (batch < len(self.examples["x"])) & (reached | (level == top))
@@ -709,7 +710,7 @@ class _Evaluation:
         t_batch = None if self.targets is None else self.targets[batch].to(self.device)
         y_batch = self.y[batch].to(self.device)
         at = torch.full_like(batch, i) if isinstance(i, int) else i
-        seeds = self.seeds(0)[batch].clone()
+        seeds = torch.empty_like(batch)
         for level in at.unique().tolist():
             rows = at == level
             seeds[rows] = self.seeds(level)[batch[rows]]
@@ -922,14 +923,45 @@ class _Check:
     def add(self, delta: torch.Tensor, x_adv: torch.Tensor, norm: str) -> None:
         if not len(x_adv):
             return
-        self.attacked += len(x_adv)
         # In float64: a float16 result is checked against its budget exactly.
         largest = norms.norm_of(delta.double(), norm).max().item()
+        nans = int(torch.isnan(x_adv).sum())
+        self.merge(len(x_adv), largest, nans, x_adv.min().item(), x_adv.max().item())
+
+    def merge(self, attacked: int, largest: float, nans: int, low: float, high: float) -> None:
+        """Take in the checks of `attacked` more points."""
+        self.attacked += attacked
         self.max_norm = max(self.max_norm, largest)
-        self.nan_count += int(torch.isnan(x_adv).sum())
-        low, high = x_adv.min().item(), x_adv.max().item()
+        self.nan_count += nans
         self.min = low if self.min is None else min(self.min, low)
         self.max = high if self.max is None else max(self.max, high)
+
+    @staticmethod
+    def add_levels(
+        checks: list[_Check],
+        level: torch.Tensor,
+        delta: torch.Tensor,
+        x_adv: torch.Tensor,
+        norm: str,
+    ) -> None:
+        """`add` the points of each level to its checks, all levels in a few passes."""
+        flat = x_adv.flatten(1)
+        low, high = flat.aminmax(dim=1)
+        per_sample = torch.stack(  # (N, 4): largest norm, NaNs, min, max
+            [
+                norms.norm_of(delta.double(), norm),
+                torch.isnan(flat).sum(1).double(),
+                low.double(),
+                high.double(),
+            ],
+            dim=1,
+        ).cpu()
+        for i in level.unique().tolist():
+            rows = per_sample[level == i]
+            largest, nans, low_, high_ = torch.stack(
+                [rows[:, 0].max(), rows[:, 1].sum(), rows[:, 2].min(), rows[:, 3].max()]
+            ).tolist()
+            checks[i].merge(len(rows), largest, int(nans), low_, high_)
 
     def result(self, eps: float, norm: str) -> dict[str, Any]:
         """The checks as a dict; warns when the attack broke its budget or made NaNs."""
