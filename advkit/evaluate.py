@@ -413,7 +413,7 @@ class _Evaluation:
         position; `ids` has one entry per sample of `x`."""
         self.ids, self.given_ids = ids[self.index], given
         self.noise = Noise(self.ids)
-        self._seeds: dict[int, torch.Tensor] = {}
+        self._seeds: torch.Tensor | None = None
         self.targets = _targets(
             self.target, self.y, self.clean_logits, self.noise.fork("target", self.seed)
         )
@@ -695,11 +695,13 @@ class _Evaluation:
             self.examples["x_adv"][batch[kept], level[kept]] = x_adv[kept.to(x_adv.device)].cpu()
         return reached
 
-    def seeds(self, i: int) -> torch.Tensor:
-        """Per-sample seeds `(n,)` of the attack at eps index `i`: from (seed, i, index in x)."""
-        if i not in self._seeds:
-            self._seeds[i] = self.noise.fork("curve", self.seed, "eps", i).seeds
-        return self._seeds[i]
+    def seeds(self) -> torch.Tensor:
+        """Per-sample seeds `(eps, n)` of the attack at each eps index `i`: from (seed, i, index
+        in x), all drawn together when first needed."""
+        if self._seeds is None:
+            streams = [("curve", self.seed, "eps", i) for i in range(len(self.epsilons))]
+            self._seeds = self.noise.forks(streams)
+        return self._seeds
 
     def run_attack(
         self, batch: torch.Tensor, i: int | torch.Tensor, attack: str, options: dict[str, Any]
@@ -710,10 +712,7 @@ class _Evaluation:
         t_batch = None if self.targets is None else self.targets[batch].to(self.device)
         y_batch = self.y[batch].to(self.device)
         at = torch.full_like(batch, i) if isinstance(i, int) else i
-        seeds = torch.empty_like(batch)
-        for level in at.unique().tolist():
-            rows = at == level
-            seeds[rows] = self.seeds(level)[batch[rows]]
+        seeds = self.seeds()[at, batch]
         if takes(attack, "seeds"):
             options = {**options, "seeds": seeds.to(self.device)}
         elif takes(attack, "generator"):  # an attack without per-sample seeds

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -69,6 +70,11 @@ def _fold(parts: tuple[int | str, ...]) -> int:
 def _elements(count: int, device: torch.device) -> torch.Tensor:
     """The hashed positions `(count,)` of a draw's elements (the same for every draw of that size)."""
     return _mix(torch.arange(count, device=device) ^ 0x27D4EB2F)
+
+
+def _draw(key: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+    """The 32-bit draw of each (stream key, hashed position) pair, broadcast together."""
+    return _mix((_mix(key ^ element) + key) & _M32)
 
 
 class Noise:
@@ -138,16 +144,23 @@ class Noise:
 
     def fork(self, *stream: int | str) -> Noise:
         """New per-sample seeds derived from each sample's own (e.g. one family per restart)."""
-        high = self.bits((), *stream, "fork-high") & 0x7FFFFFFF
-        return Noise((high << 32) | self.bits((), *stream, "fork-low"))
+        return Noise(self.forks([stream])[0])
+
+    def forks(self, streams: Sequence[tuple[int | str, ...]]) -> torch.Tensor:
+        """The seeds `(S, N)` of `fork(*stream)` for each of the `streams`, hashed together."""
+
+        def bits(part: str) -> torch.Tensor:  # (S, N): `bits((), *stream, part)` for each
+            folds = [_fold((*stream, part)) for stream in streams]
+            keys = _mix(self._key[None, :] ^ torch.tensor(folds, device=self.seeds.device)[:, None])
+            return _draw(keys[..., None], _elements(1, self.seeds.device))[..., 0]
+
+        return ((bits("fork-high") & 0x7FFFFFFF) << 32) | bits("fork-low")
 
     def bits(self, shape: tuple[int, ...] | torch.Size, *stream: int | str) -> torch.Tensor:
         """32-bit values in int64, `(N, *shape)`."""
-        count = math.prod(shape)
         key = _mix(self._key ^ _fold(stream))  # (N,)
-        element = _elements(count, self.seeds.device)  # (count,)
-        out = _mix((_mix(key[:, None] ^ element[None, :]) + key[:, None]) & _M32)
-        return out.view(len(self), *shape)
+        element = _elements(math.prod(shape), self.seeds.device)  # (count,)
+        return _draw(key[:, None], element[None, :]).view(len(self), *shape)
 
     def uniform(
         self,
