@@ -392,7 +392,9 @@ class _Evaluation:
         # Before anything reads the targets: they come from the samples' ids.
         self.identify(ids, given=given_ids)
         first = self.index[: min(batch_size, self.n)]
-        self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
+        x_first, y_first = x[first.to(x.device)].to(device), self.y[: len(first)]
+        # The clean pass's first batch is these samples: its logits are reused.
+        self.flags = model_flags(model, x_first, y_first, clean_logits[: len(first)])
         for f in self.flags:
             warnings.warn(f["message"], UserWarning, stacklevel=3)
         everyone = torch.arange(self.n)
@@ -520,7 +522,7 @@ class _Evaluation:
         if self.examples is not None:
             self.examples["x_adv"] = self.examples["x"][:, None].repeat_interleave(levels, dim=1)
         self.level_checks = [_Check() for _ in range(levels)]
-        self.spent = torch.zeros((levels, 2), dtype=torch.float64)  # forward, backward
+        self.spent = [[0.0, 0.0] for _ in range(levels)]  # forward, backward
         self.stages: list[list[dict[str, Any]]] = [[] for _ in range(levels)]
         self.grid = torch.tensor(self.epsilons, dtype=torch.float64)
         # Per sample, the highest level known robust (the attack failed there; eps 0 counts).
@@ -575,7 +577,7 @@ class _Evaluation:
             if eps == 0:
                 checks.append({**self.clean_check, **_NOTHING})
                 continue
-            forward, backward = (round(v) for v in self.spent[i].tolist())
+            forward, backward = (round(v) for v in self.spent[i])
             merged = {"stages": _merge(self.stages[i], whole=True)} if self.stages[i] else {}
             spent = {"forward": forward, "backward": backward}
             checks.append({**check.result(eps, norm), **spent, **merged})
@@ -617,8 +619,11 @@ class _Evaluation:
         """Attribute the passes spent since the count was `before` (forward, backward) to the
         levels of a call's samples, in proportion to their number."""
         spent = self.passes.forward - before[0], self.passes.backward - before[1]
-        counts = torch.bincount(level, minlength=len(self.epsilons)).double()
-        self.spent += counts[:, None] / max(len(level), 1) * torch.tensor(spent)
+        counts = torch.bincount(level, minlength=len(self.epsilons)).tolist()
+        for i, count in enumerate(counts):
+            if count:
+                for kind in range(2):
+                    self.spent[i][kind] += count / len(level) * spent[kind]
 
     def probe(self, samples: torch.Tensor, attack: str, options: dict[str, Any]) -> None:
         """`WARM_STEPS` steps from each sample's last point projected onto its own level."""
