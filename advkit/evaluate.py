@@ -392,9 +392,7 @@ class _Evaluation:
         # Before anything reads the targets: they come from the samples' ids.
         self.identify(ids, given=given_ids)
         first = self.index[: min(batch_size, self.n)]
-        x_first, y_first = x[first.to(x.device)].to(device), self.y[: len(first)]
-        # The clean pass's first batch is these samples: its logits are reused.
-        self.flags = model_flags(model, x_first, y_first, clean_logits[: len(first)])
+        self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
         for f in self.flags:
             warnings.warn(f["message"], UserWarning, stacklevel=3)
         everyone = torch.arange(self.n)

@@ -45,19 +45,12 @@ def flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def model_flags(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None
-) -> list[dict[str, str]]:
-    """Flags about the model itself, from one batch: outputs, randomness, gradients.
-
-    `logits`: the model's eval-mode outputs at `x` when already computed (saves a pass).
-    """
+def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, str]]:
+    """Flags about the model itself, from one batch: outputs, randomness, gradients."""
     flags = []
     with torch.no_grad(), attacks.eval_mode(model):
-        if logits is None:
-            logits = attacks.logits_of(model(x))
+        logits = attacks.logits_of(model(x)).float()
         again = attacks.logits_of(model(x)).float()
-    logits = logits.float().to(again.device)
     if bool(((logits >= 0) & (logits <= 1)).all()) and torch.allclose(
         logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3
     ):
