@@ -684,12 +684,15 @@ class _Evaluation:
         """Note where `x_adv` (valid at each sample's `level`) fools / reaches; return
         whether each reached. `checks` (per level) get the points, when given."""
         prediction = self.predict(x_adv)
-        fooled, reached = prediction != self.y[batch], self.succeeded(prediction, batch)
-        self.fooled_level[batch[fooled]] = torch.minimum(
-            self.fooled_level[batch[fooled]], level[fooled]
-        )
-        self.reached_level[batch[reached]] = level[reached]
-        self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
+        reached = self.succeeded(prediction, batch)
+        # Untargeted, fooling is reaching: the rows are found once.
+        fooled = reached if self.targets is None else prediction != self.y[batch]
+        rows, at = batch[fooled], level[fooled]
+        self.fooled_level[rows] = torch.minimum(self.fooled_level[rows], at)
+        if fooled is not reached:
+            rows, at = batch[reached], level[reached]
+        self.reached_level[rows] = at
+        self.points[rows] = x_adv[reached.to(x_adv.device)].cpu()
         if checks is not None:
             _Check.add_levels(checks, level, x_adv - x_batch, x_adv, self.norm)
         if self.examples is not None:
