@@ -535,26 +535,25 @@ class _Evaluation:
         walking = waiting[:0]
         warm = takes(attack, "start") and takes(attack, "steps")
         while len(waiting) or len(walking):
+            broke = walking[:0]  # samples that just broke at their level
             if len(walking) and warm:  # a short probe from the last point
                 self.probe(walking, attack, options)
-                broke = self.reached_level[walking] == self.level[walking]
-                waiting = torch.cat([waiting, walking[~broke]])
-                walking = self.walk_down(walking[broke])
+                hit = self.reached_level[walking] == self.level[walking]
+                waiting, broke = torch.cat([waiting, walking[~hit]]), walking[hit]
             elif len(walking):
-                waiting, walking = torch.cat([waiting, walking]), walking[:0]
+                waiting = torch.cat([waiting, walking])
             # Each sample's walk is its own: while others still walk, the attack waits
             # for full batches (a small batch costs about as much per step as a full one).
-            ready = (
-                len(waiting)
-                if not len(walking)
-                else len(waiting) // self.batch_size * self.batch_size
-            )
+            full = len(waiting) // self.batch_size * self.batch_size
+            ready = full if len(broke) else len(waiting)
             if ready:
                 samples, waiting = waiting[:ready], waiting[ready:]
                 self.attack_cold(samples, attack, options, progress)
-                broke = self.reached_level[samples] == self.level[samples]
-                self.lo[samples[~broke]] = self.level[samples[~broke]]
-                walking = torch.cat([walking, self.walk_down(samples[broke])])
+                hit = self.reached_level[samples] == self.level[samples]
+                self.lo[samples[~hit]] = self.level[samples[~hit]]
+                broke = torch.cat([broke, samples[hit]])
+            # Down through the projected points, all that broke together.
+            walking = self.walk_down(broke)
         self.finish_descend(options["norm"], progress)
 
     def walk_down(self, samples: torch.Tensor) -> torch.Tensor:
