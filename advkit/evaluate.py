@@ -205,10 +205,11 @@ def robustness_curve(
       inferred at smaller ones). A warm probe never replaces the attack's
       failure: every sample counted robust at eps failed the attack at eps.
       Each sample pays about one failed attack, where attacking eps by eps
-      pays one per eps below its breaking budget. The walk goes in rounds:
-      each round attacks every walking sample at its own eps, with that
-      eps's seeds, in the same batches; the passes (and a staged attack's
-      `stages` log) of a batch are shared out over its eps by samples.
+      pays one per eps below its breaking budget. Samples at different eps
+      share attack calls, each at its own eps with that eps's seeds; while
+      other samples still walk, those due for the attack wait for a full
+      batch. The passes (and a staged attack's `stages` log) of a batch are
+      shared out over its eps by samples.
     - `"per-eps"` (the default otherwise): eps by eps upwards, each attacking
       only the samples no smaller eps has fooled (untargeted) or brought to
       the target (targeted).
@@ -250,8 +251,9 @@ def robustness_curve(
         progress: Called as `progress(eps_index, done, total)` after each
             attacked batch, `done` of the `total` samples attacked at that eps;
             an eps with nothing to attack reports once with `0, 0` (`"descend"`:
-            after each batch of a round, with the largest eps index in the batch
-            and the round's counts; then `0, 0` for each eps it never attacked).
+            after each batch of attacks, not probes, with the largest eps index
+            in the batch and the counts of the samples attacked together; then
+            `0, 0` for each eps it never attacked).
         examples: Keep, for the first this many evaluated samples, the
             adversarial input the curve counted at every eps (`Curve.examples`,
             for galleries that show exactly what the curve measured).
@@ -302,7 +304,7 @@ def robustness_curve(
         run.keep_examples(examples)
         options = {"norm": norm, **attack_kw}
         if method == "descend":
-            run.descend(attack, options, progress)
+            run.descend(attack, options, progress, passes)
         else:
             for i, eps in enumerate(epsilons):
                 run.attack_at(i, eps, attack, options, incremental, progress)
@@ -411,7 +413,7 @@ class _Evaluation:
         position; `ids` has one entry per sample of `x`."""
         self.ids, self.given_ids = ids[self.index], given
         self.noise = Noise(self.ids)
-        self._seeds: dict[int, torch.Tensor] = {}
+        self._seeds: torch.Tensor | None = None
         self.targets = _targets(
             self.target, self.y, self.clean_logits, self.noise.fork("target", self.seed)
         )
@@ -494,6 +496,7 @@ class _Evaluation:
         attack: str,
         options: dict[str, Any],
         progress: Callable[[int, int, int], None] | None,
+        passes: attacks.Passes,
     ) -> None:
         """The `"descend"` method: attack at the largest eps, then walk each broken sample down.
 
@@ -503,35 +506,63 @@ class _Evaluation:
         level below: first its point projected there is checked (one forward
         pass, repeated while it keeps succeeding), then probed from that point
         (`WARM_STEPS` steps, attacks that take `start`), then attacked there
-        from the clean input. A failure ends its walk. Each round attacks every walking sample at once (one
-        attack call per batch, each sample at its own eps with its own seeds),
-        so a success is kept at every larger eps by construction.
+        from the clean input. A failure ends its walk. Walks are independent:
+        probes and attacks batch samples at different levels together (each
+        at its own eps with its own seeds), and a sample due for the attack
+        waits, while others walk, until a full batch is due (a small batch
+        costs nearly as much per step as a full one); what a sample gets does
+        not depend on whom it was batched with.
         """
-        levels, self.norm = len(self.epsilons), options["norm"]
+        levels, self.norm, self.passes = len(self.epsilons), options["norm"], passes
         self.fooled_level = torch.where(self.clean_fooled, 0, levels)
         self.reached_level = torch.where(self.clean_reached, 0, levels)
         self.points = torch.empty((self.n, *self.x.shape[1:]), dtype=self.x.dtype)
         if self.examples is not None:
             self.examples["x_adv"] = self.examples["x"][:, None].repeat_interleave(levels, dim=1)
         self.level_checks = [_Check() for _ in range(levels)]
-        self.spent = torch.zeros((levels, 2), dtype=torch.float64)  # forward, backward
+        self.spent = [[0.0, 0.0] for _ in range(levels)]  # forward, backward
         self.stages: list[list[dict[str, Any]]] = [[] for _ in range(levels)]
         self.grid = torch.tensor(self.epsilons, dtype=torch.float64)
         # Per sample, the highest level known robust (the attack failed there; eps 0 counts).
         self.lo = torch.full((self.n,), int((self.grid == 0).sum()) - 1)
         top = levels - 1
-        walking = torch.arange(self.n)[~self.clean_reached] if self.epsilons[top] > 0 else None
-        level = torch.full((self.n,), top)
-        warm = False
-        while walking is not None and len(walking):
-            self.attack_round(walking, level, attack, options, warm, progress)
-            broke = self.reached_level[walking] == level[walking]
-            self.lo[walking[~broke]] = level[walking[~broke]]
-            self.project_down(walking[broke])
-            walking = walking[self.reached_level[walking] - self.lo[walking] > 1]
-            level[walking] = self.reached_level[walking] - 1
-            warm = takes(attack, "start") and takes(attack, "steps")
+        self.level = torch.full((self.n,), top)
+        # Samples waiting for the attack at their level (all of them at the top first), and
+        # samples walking down through projected points and warm probes.
+        waiting = torch.arange(self.n)[~self.clean_reached]
+        if self.epsilons[top] == 0:
+            waiting = waiting[:0]
+        walking = waiting[:0]
+        warm = takes(attack, "start") and takes(attack, "steps")
+        while len(waiting) or len(walking):
+            broke = walking[:0]  # samples that just broke at their level
+            if len(walking) and warm:  # a short probe from the last point
+                self.probe(walking, attack, options)
+                hit = self.reached_level[walking] == self.level[walking]
+                waiting, broke = torch.cat([waiting, walking[~hit]]), walking[hit]
+            elif len(walking):
+                waiting = torch.cat([waiting, walking])
+            # Each sample's walk is its own: while others still walk, the attack waits
+            # for full batches (a small batch costs about as much per step as a full one).
+            full = len(waiting) // self.batch_size * self.batch_size
+            ready = full if len(broke) else len(waiting)
+            if ready:
+                samples, waiting = waiting[:ready], waiting[ready:]
+                self.attack_cold(samples, attack, options, progress)
+                hit = self.reached_level[samples] == self.level[samples]
+                self.lo[samples[~hit]] = self.level[samples[~hit]]
+                broke = torch.cat([broke, samples[hit]])
+            # Down through the projected points, all that broke together.
+            walking = self.walk_down(broke)
         self.finish_descend(options["norm"], progress)
+
+    def walk_down(self, samples: torch.Tensor) -> torch.Tensor:
+        """The samples that just broke at their level, moved down through their projected
+        points: those with a level left to try, at the level below their breaking one."""
+        self.project_down(samples)
+        samples = samples[self.reached_level[samples] - self.lo[samples] > 1]
+        self.level[samples] = self.reached_level[samples] - 1
+        return samples
 
     def finish_descend(self, norm: str, progress: Callable[[int, int, int], None] | None) -> None:
         """The curve, checks and breaking budgets from the levels the walk found."""
@@ -543,7 +574,7 @@ class _Evaluation:
             if eps == 0:
                 checks.append({**self.clean_check, **_NOTHING})
                 continue
-            forward, backward = (round(v) for v in self.spent[i].tolist())
+            forward, backward = (round(v) for v in self.spent[i])
             merged = {"stages": _merge(self.stages[i], whole=True)} if self.stages[i] else {}
             spent = {"forward": forward, "backward": backward}
             checks.append({**check.result(eps, norm), **spent, **merged})
@@ -575,40 +606,43 @@ class _Evaluation:
             budget = self.grid[at].to(device=self.device, dtype=x_batch.dtype)
             ball = norms.ball(x_batch, budget, self.norm, None)  # a shrunk point stays in the box
             candidate = ball.project(self.points[batch].to(self.device))
-            with attacks.count_passes(self.model) as passes:
-                hit = self.record(batch, at, x_batch, candidate, None)
-            self.share(at, passes.forward, passes.backward)
+            before = self.passes.forward, self.passes.backward
+            hit = self.record(batch, at, x_batch, candidate, None)
+            self.share(at, before)
             reached.append(hit)
         return torch.cat(reached) if reached else torch.zeros(0, dtype=torch.bool)
 
-    def share(self, level: torch.Tensor, forward: int, backward: int) -> None:
-        """Attribute a call's passes to the levels of its samples, in proportion to their number."""
-        counts = torch.bincount(level, minlength=len(self.epsilons)).double()
-        self.spent += counts[:, None] / max(len(level), 1) * torch.tensor([forward, backward])
+    def share(self, level: torch.Tensor, before: tuple[int, int]) -> None:
+        """Attribute the passes spent since the count was `before` (forward, backward) to the
+        levels of a call's samples, in proportion to their number."""
+        spent = self.passes.forward - before[0], self.passes.backward - before[1]
+        counts = torch.bincount(level, minlength=len(self.epsilons)).tolist()
+        for i, count in enumerate(counts):
+            if count:
+                for kind in range(2):
+                    self.spent[i][kind] += count / len(level) * spent[kind]
 
-    def attack_round(
+    def probe(self, samples: torch.Tensor, attack: str, options: dict[str, Any]) -> None:
+        """`WARM_STEPS` steps from each sample's last point projected onto its own level."""
+        probe = {**options, "steps": WARM_STEPS}
+        probe.update({"restarts": 1} if takes(attack, "restarts") else {})
+        for batch in samples.split(self.batch_size):
+            self.attack_levels(batch, self.level[batch], attack, probe, warm=True)
+
+    def attack_cold(
         self,
         samples: torch.Tensor,
-        level: torch.Tensor,
         attack: str,
         options: dict[str, Any],
-        warm: bool,
         progress: Callable[[int, int, int], None] | None,
     ) -> None:
-        """Attack each sample at its own `level`, all levels in the same calls: when `warm`,
-        first `WARM_STEPS` steps from its last point projected there, then, where that
-        failed, the attack itself from the clean input (with that level's seeds)."""
-        if warm:  # a short probe from the last point; what it does not break is attacked cold
-            for batch in samples.split(self.batch_size):
-                probe = {**options, "steps": WARM_STEPS}
-                probe.update({"restarts": 1} if takes(attack, "restarts") else {})
-                self.attack_levels(batch, level[batch], attack, probe, warm=True)
-            samples = samples[self.reached_level[samples] != level[samples]]
+        """The attack itself on each sample at its own level, all levels in the same calls,
+        from the clean input (with that level's seeds)."""
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            self.attack_levels(batch, level[batch], attack, options)
+            self.attack_levels(batch, self.level[batch], attack, options)
             if progress is not None:
-                progress(int(level[batch].max()), start + len(batch), len(samples))
+                progress(int(self.level[batch].max()), start + len(batch), len(samples))
 
     def attack_levels(
         self,
@@ -625,10 +659,10 @@ class _Evaluation:
             options = {**options, "log": stages}
         if warm:
             options = {**options, "start": self.points[batch].to(self.device)}
-        with attacks.count_passes(self.model) as passes:
-            x_batch, x_adv = self.run_attack(batch, at, attack, options)
-            self.record(batch, at, x_batch, x_adv, self.level_checks)
-        self.share(at, passes.forward, passes.backward)
+        before = self.passes.forward, self.passes.backward
+        x_batch, x_adv = self.run_attack(batch, at, attack, options)
+        self.record(batch, at, x_batch, x_adv, self.level_checks)
+        self.share(at, before)
         counts = torch.bincount(at, minlength=len(self.epsilons)).tolist()
         for i, count in enumerate(counts):  # a staged attack's log, shared out the same way
             share = count / len(at)
@@ -649,27 +683,30 @@ class _Evaluation:
         """Note where `x_adv` (valid at each sample's `level`) fools / reaches; return
         whether each reached. `checks` (per level) get the points, when given."""
         prediction = self.predict(x_adv)
-        fooled, reached = prediction != self.y[batch], self.succeeded(prediction, batch)
-        self.fooled_level[batch[fooled]] = torch.minimum(
-            self.fooled_level[batch[fooled]], level[fooled]
-        )
-        self.reached_level[batch[reached]] = level[reached]
-        self.points[batch[reached]] = x_adv[reached.to(x_adv.device)].cpu()
+        reached = self.succeeded(prediction, batch)
+        # Untargeted, fooling is reaching: the rows are found once.
+        fooled = reached if self.targets is None else prediction != self.y[batch]
+        rows, at = batch[fooled], level[fooled]
+        self.fooled_level[rows] = torch.minimum(self.fooled_level[rows], at)
+        if fooled is not reached:
+            rows, at = batch[reached], level[reached]
+        self.reached_level[rows] = at
+        self.points[rows] = x_adv[reached.to(x_adv.device)].cpu()
         if checks is not None:
-            for i in level.unique().tolist():
-                rows = (level == i).to(x_adv.device)
-                checks[i].add(x_adv[rows] - x_batch[rows], x_adv[rows], self.norm)
+            _Check.add_levels(checks, level, x_adv - x_batch, x_adv, self.norm)
         if self.examples is not None:
             top = len(self.epsilons) - 1
             kept = (batch < len(self.examples["x"])) & (reached | (level == top))
             self.examples["x_adv"][batch[kept], level[kept]] = x_adv[kept.to(x_adv.device)].cpu()
         return reached
 
-    def seeds(self, i: int) -> torch.Tensor:
-        """Per-sample seeds `(n,)` of the attack at eps index `i`: from (seed, i, index in x)."""
-        if i not in self._seeds:
-            self._seeds[i] = self.noise.fork("curve", self.seed, "eps", i).seeds
-        return self._seeds[i]
+    def seeds(self) -> torch.Tensor:
+        """Per-sample seeds `(eps, n)` of the attack at each eps index `i`: from (seed, i, index
+        in x), all drawn together when first needed."""
+        if self._seeds is None:
+            streams = [("curve", self.seed, "eps", i) for i in range(len(self.epsilons))]
+            self._seeds = self.noise.forks(streams)
+        return self._seeds
 
     def run_attack(
         self, batch: torch.Tensor, i: int | torch.Tensor, attack: str, options: dict[str, Any]
@@ -680,10 +717,7 @@ class _Evaluation:
         t_batch = None if self.targets is None else self.targets[batch].to(self.device)
         y_batch = self.y[batch].to(self.device)
         at = torch.full_like(batch, i) if isinstance(i, int) else i
-        seeds = self.seeds(0)[batch].clone()
-        for level in at.unique().tolist():
-            rows = at == level
-            seeds[rows] = self.seeds(level)[batch[rows]]
+        seeds = self.seeds()[at, batch]
         if takes(attack, "seeds"):
             options = {**options, "seeds": seeds.to(self.device)}
         elif takes(attack, "generator"):  # an attack without per-sample seeds
@@ -893,14 +927,45 @@ class _Check:
     def add(self, delta: torch.Tensor, x_adv: torch.Tensor, norm: str) -> None:
         if not len(x_adv):
             return
-        self.attacked += len(x_adv)
         # In float64: a float16 result is checked against its budget exactly.
         largest = norms.norm_of(delta.double(), norm).max().item()
+        nans = int(torch.isnan(x_adv).sum())
+        self.merge(len(x_adv), largest, nans, x_adv.min().item(), x_adv.max().item())
+
+    def merge(self, attacked: int, largest: float, nans: int, low: float, high: float) -> None:
+        """Take in the checks of `attacked` more points."""
+        self.attacked += attacked
         self.max_norm = max(self.max_norm, largest)
-        self.nan_count += int(torch.isnan(x_adv).sum())
-        low, high = x_adv.min().item(), x_adv.max().item()
+        self.nan_count += nans
         self.min = low if self.min is None else min(self.min, low)
         self.max = high if self.max is None else max(self.max, high)
+
+    @staticmethod
+    def add_levels(
+        checks: list[_Check],
+        level: torch.Tensor,
+        delta: torch.Tensor,
+        x_adv: torch.Tensor,
+        norm: str,
+    ) -> None:
+        """`add` the points of each level to its checks, all levels in a few passes."""
+        flat = x_adv.flatten(1)
+        low, high = flat.aminmax(dim=1)
+        per_sample = torch.stack(  # (N, 4): largest norm, NaNs, min, max
+            [
+                norms.norm_of(delta.double(), norm),
+                torch.isnan(flat).sum(1).double(),
+                low.double(),
+                high.double(),
+            ],
+            dim=1,
+        ).cpu()
+        for i in level.unique().tolist():
+            rows = per_sample[level == i]
+            largest, nans, low_, high_ = torch.stack(
+                [rows[:, 0].max(), rows[:, 1].sum(), rows[:, 2].min(), rows[:, 3].max()]
+            ).tolist()
+            checks[i].merge(len(rows), largest, int(nans), low_, high_)
 
     def result(self, eps: float, norm: str) -> dict[str, Any]:
         """The checks as a dict; warns when the attack broke its budget or made NaNs."""

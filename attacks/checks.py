@@ -231,15 +231,16 @@ class Problem:
 
     def select(self, index: torch.Tensor | slice) -> Problem:
         """The problem restricted to the samples `index` (indices or a boolean mask)."""
+        x = self.x[index]
         return Problem(
-            self.x[index],
+            x,
             self.y[index],
             None if self.target is None else self.target[index],
             self.eps[index],
             self.norm,
             self.loss,
             self.clip,
-            self.original[index],
+            x if self.original is self.x else self.original[index],
         )
 
     def finish(self, point: torch.Tensor) -> torch.Tensor:

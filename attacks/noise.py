@@ -21,7 +21,9 @@ cryptographic generator: it is meant for random starts and search proposals.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -64,6 +66,17 @@ def _fold(parts: tuple[int | str, ...]) -> int:
     return key
 
 
+@functools.lru_cache(maxsize=16)
+def _elements(count: int, device: torch.device) -> torch.Tensor:
+    """The hashed positions `(count,)` of a draw's elements (the same for every draw of that size)."""
+    return _mix(torch.arange(count, device=device) ^ 0x27D4EB2F)
+
+
+def _draw(key: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+    """The 32-bit draw of each (stream key, hashed position) pair, broadcast together."""
+    return _mix((_mix(key ^ element) + key) & _M32)
+
+
 class Noise:
     """Counter-based random numbers for a batch, one independent stream family per sample.
 
@@ -74,8 +87,12 @@ class Noise:
 
     def __init__(self, seeds: torch.Tensor) -> None:
         self.seeds = seeds
-        low, high = seeds & _M32, (seeds >> 32) & _M32
-        self._key = _mix(_mix(high ^ 0x85EBCA6B) ^ low)  # (N,) in [0, 2**32)
+
+    @functools.cached_property
+    def _key(self) -> torch.Tensor:
+        """Each sample's key `(N,)` in `[0, 2**32)`, hashed from its seed when first drawn from."""
+        low, high = self.seeds & _M32, (self.seeds >> 32) & _M32
+        return _mix(_mix(high ^ 0x85EBCA6B) ^ low)
 
     @classmethod
     def of(
@@ -120,20 +137,30 @@ class Noise:
 
     def select(self, index: torch.Tensor | slice) -> Noise:
         """The noise of the samples `index` (indices or a boolean mask)."""
-        return Noise(self.seeds[index])
+        noise = Noise(self.seeds[index])
+        if "_key" in self.__dict__:  # already hashed: its rows are the selection's keys
+            noise.__dict__["_key"] = self._key[index]
+        return noise
 
     def fork(self, *stream: int | str) -> Noise:
         """New per-sample seeds derived from each sample's own (e.g. one family per restart)."""
-        high = self.bits((), *stream, "fork-high") & 0x7FFFFFFF
-        return Noise((high << 32) | self.bits((), *stream, "fork-low"))
+        return Noise(self.forks([stream])[0])
+
+    def forks(self, streams: Sequence[tuple[int | str, ...]]) -> torch.Tensor:
+        """The seeds `(S, N)` of `fork(*stream)` for each of the `streams`, hashed together."""
+
+        def bits(part: str) -> torch.Tensor:  # (S, N): `bits((), *stream, part)` for each
+            folds = [_fold((*stream, part)) for stream in streams]
+            keys = _mix(self._key[None, :] ^ torch.tensor(folds, device=self.seeds.device)[:, None])
+            return _draw(keys[..., None], _elements(1, self.seeds.device))[..., 0]
+
+        return ((bits("fork-high") & 0x7FFFFFFF) << 32) | bits("fork-low")
 
     def bits(self, shape: tuple[int, ...] | torch.Size, *stream: int | str) -> torch.Tensor:
         """32-bit values in int64, `(N, *shape)`."""
-        count = math.prod(shape)
         key = _mix(self._key ^ _fold(stream))  # (N,)
-        element = _mix(torch.arange(count, device=self.seeds.device) ^ 0x27D4EB2F)  # (count,)
-        out = _mix((_mix(key[:, None] ^ element[None, :]) + key[:, None]) & _M32)
-        return out.view(len(self), *shape)
+        element = _elements(math.prod(shape), self.seeds.device)  # (count,)
+        return _draw(key[:, None], element[None, :]).view(len(self), *shape)
 
     def uniform(
         self,

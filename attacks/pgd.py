@@ -93,10 +93,10 @@ def pgd(
         return p.original.clone()
     noise = Noise.of(p.x, seeds=seeds, generator=generator) if random_start else None
     ball = norms.ball(p.x, p.eps, p.norm, p.clip)
-    best = _Best(p.x)
+    best = _Best(p.x) if restarts > 1 else None
     with attack_mode(model), torch.enable_grad():
         for restart in range(restarts):
-            todo = best.todo()
+            todo = best.todo() if best is not None else slice(None)
             point = p.x[todo]
             if start is not None and restart == 0:  # a warm start, inside the ball
                 point = ball.project(start)
@@ -110,9 +110,13 @@ def pgd(
                 if early_stop and not live.retire_successes():
                     break
                 live.point = live.ball.step(live.point, live.grad, live.size)
-            best.keep(todo, *live.finish(model, evaluate=restarts > 1))
+            found = live.finish(model, evaluate=best is not None)
+            if best is None:  # a single run: its points are the result
+                return p.finish(ball.project(found[0]))
+            best.keep(todo, *found)
             if best.success.all():
                 break
+    assert best is not None  # a single run returned above
     # The budget, enforced on the way out (every point is inside already: it stays bit for bit).
     return p.finish(ball.project(best.x))
 
@@ -183,7 +187,8 @@ class _Live:
         """Stop the samples this step's logits show fooled; False when none is left."""
         done = losses.succeeded(self.logits.detach(), self.p.y, self.p.target)
         if done.any():
-            live = ~done
+            # As indices: each boolean mask would find them again for every tensor.
+            live, done = (~done).nonzero().squeeze(1), done.nonzero().squeeze(1)
             self.x_adv[self.rows[done]], self.success[self.rows[done]] = self.point[done], True
             self.rows, self.point, self.grad = self.rows[live], self.point[live], self.grad[live]
             self.p, self.ball, self.size = (
