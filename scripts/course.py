@@ -24,15 +24,18 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see BENCHMARKING.md
 
+import heapq
 import itertools
 import multiprocessing
 import sys
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -245,6 +248,10 @@ def _attack_job(run_dir: Path, settings: AttackSettings, dataset: tuple, device:
     return f"{record.name} acc@max={record.curve.accuracy[-1]:.2f}"
 
 
+def _transfer_job(plan: Plan, dataset_name: str, dataset: tuple, device: str) -> tuple[int, int]:
+    return run_transfers(plan, dataset_name, _dataset(*dataset), device)
+
+
 # --- the pipeline ----------------------------------------------------------------
 
 
@@ -290,70 +297,108 @@ def run_transfers(plan: Plan, dataset_name: str, data: Dataset, device: str) -> 
     return computed, skipped
 
 
+# Rough relative costs of the jobs (measured on digits: strong on attention is the
+# longest, FGSM on the MLP the shortest). The pool starts the longest ready job
+# first, so the last minute is not one long job on one core while the other idles.
+_MODEL_COST = {"attention": 4.0, "bncnn": 2.0, "mlp": 0.5}
+_ATTACK_COST = {"strong": 8.0, "pgd": 3.0}
+
+
+def _job_cost(config: TrainConfig, attack: str | None = None) -> float:
+    """A guess of a job's relative cost: training (attack None) or one attack on the run."""
+    cost = _MODEL_COST.get(config.model, 1.0) * (2.0 if config.adversarial != "none" else 1.0)
+    return cost * (_ATTACK_COST.get(attack, 1.0) if attack is not None else 1.0)
+
+
+class _Pool:
+    """A process pool fed longest job first, never more jobs in flight than workers.
+
+    `push(cost, label, fn, *args)` queues a job; `done()` waits for the next to
+    finish and returns its label and result (a failed job raises its error).
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor, workers: int) -> None:
+        self.pool, self.workers = pool, workers
+        self.ready: list[tuple[float, int, tuple, Callable, tuple]] = []
+        self.running: dict[Future, tuple] = {}
+        self.order = itertools.count()  # equal costs: first pushed, first started
+
+    def push(self, cost: float, label: tuple, fn: Callable, *args: object) -> None:
+        heapq.heappush(self.ready, (-cost, next(self.order), label, fn, args))
+
+    def __bool__(self) -> bool:
+        return bool(self.ready or self.running)
+
+    def done(self) -> tuple[tuple, Any]:
+        while self.ready and len(self.running) < self.workers:
+            _, _, label, fn, args = heapq.heappop(self.ready)
+            self.running[self.pool.submit(fn, *args)] = label
+        finished = next(iter(wait(self.running, return_when=FIRST_COMPLETED)[0]))
+        return self.running.pop(finished), finished.result()
+
+
 def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, workers: int) -> dict:
     """Train, attack, report; skip whatever is already complete. Returns timings and counts."""
     started = time.perf_counter()
     data = _dataset(plan.dataset, plan.data_dir, plan.seed)
     dataset_key = (plan.dataset, plan.data_dir, plan.seed)
-    run_dirs = []
-    trains, skipped_runs = [], 0
     name = data.name if plan.dataset.endswith(".npz") else plan.dataset
-    # Attack jobs of runs about to be (re)trained are decided after training.
-    pending_attacks = {}
-    for config, out, wanted in plan_runs(plan, name):
-        run_dirs.append(out)
-        pending_attacks[out] = list(wanted)
-        status = run_status(config, out, data)
-        if status == "complete":
-            skipped_runs += 1
-        else:
-            trains.append((config, out, status))
-    n_attacks = sum(len(v) for v in pending_attacks.values())
-
-    total = len(trains) + n_attacks
-    bar = tqdm(total=total, desc="course", unit="job", file=sys.stderr, dynamic_ncols=True)
-    skipped_attacks = 0
+    planned = plan_runs(plan, name)
+    run_dirs = [out for _, out, _ in planned]
+    statuses = {out: run_status(config, out, data) for config, out, _ in planned}
+    trains = [(c, out, statuses[out]) for c, out, _ in planned if statuses[out] != "complete"]
+    # The transfer matrices need the adam runs trained first.
+    awaited = {out for _, out, _ in trains if out.name in {f"{m}-adam" for m in plan.models}}
+    counts = {"attacks": 0, "skipped_attacks": 0}
+    n_attacks = sum(len(wanted) for _, _, wanted in planned)
+    bar = tqdm(total=len(trains) + n_attacks + 1, desc="course", unit="job", file=sys.stderr,
+               dynamic_ncols=True)  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
     device_name = str(device)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {}
-        retraining = {out for _, out, _ in trains}
+    transfers = (0, 0)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as ex:
+        pool = _Pool(ex, workers)
 
-        def submit_attacks(out: Path) -> None:
-            nonlocal skipped_attacks
-            for s in pending_attacks.pop(out):
+        def queue_attacks(config: TrainConfig, out: Path, wanted: list[AttackSettings]) -> None:
+            for s in wanted:
                 if find_complete(out, s) is not None:
-                    skipped_attacks += 1
+                    counts["skipped_attacks"] += 1
                     bar.update(1)
                 else:
-                    f = pool.submit(_attack_job, out, s, dataset_key, device_name)
-                    futures[f] = ("attack", out, s)
+                    counts["attacks"] += 1
+                    label = ("attack", out, s)
+                    pool.push(_job_cost(config, s.attack), label, _attack_job, out, s,
+                              dataset_key, device_name)  # fmt: skip
 
-        for config, out, status in trains:
-            futures[pool.submit(_train_job, config, out, status, device_name)] = (
-                "train",
-                out,
-                config,
-            )
-        for out in run_dirs:
-            if out not in retraining:
-                submit_attacks(out)
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for f in done:
-                kind, out, what = futures.pop(f)
-                result = f.result()  # a failed job stops the pipeline with its error
-                bar.update(1)
-                if kind == "train":
-                    bar.write(
-                        f"trained {out.name}: test accuracy {result['test_accuracy']:.4f}",
-                        file=sys.stderr,
-                    )
-                    submit_attacks(out)
-                else:
-                    bar.set_postfix_str(f"{out.name} {result}")
+        def queue_transfers() -> None:
+            pool.push(8.0, ("transfer", None, None), _transfer_job, plan, name, dataset_key,
+                      device_name)  # fmt: skip
+
+        for config, out, status in trains:  # every training before any attack
+            pool.push(100.0 + _job_cost(config), ("train", out, config), _train_job, config, out,
+                      status, device_name)  # fmt: skip
+        for config, out, wanted in planned:
+            if statuses[out] == "complete":
+                queue_attacks(config, out, wanted)
+        if not awaited:
+            queue_transfers()
+        wanted_by = {out: (config, out, wanted) for config, out, wanted in planned}
+        while pool:
+            (kind, out, what), result = pool.done()
+            bar.update(1)
+            if kind == "train":
+                bar.write(f"trained {out.name}: test accuracy {result['test_accuracy']:.4f}",
+                          file=sys.stderr)  # fmt: skip
+                queue_attacks(*wanted_by[out])
+                if out in awaited:
+                    awaited.discard(out)
+                    if not awaited:
+                        queue_transfers()
+            elif kind == "transfer":
+                transfers = result
+            else:
+                bar.set_postfix_str(f"{out.name} {result}")
     bar.close()
-    transfers, skipped_transfers = run_transfers(plan, name, data, device_name)
     seconds_train_attack = time.perf_counter() - started
     written = None
     if report_dir is not None:
@@ -364,11 +409,10 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
     return {
         "runs": len(run_dirs),
         "trained": len(trains),
-        "skipped_runs": skipped_runs,
-        "attacks": n_attacks - skipped_attacks,
-        "skipped_attacks": skipped_attacks,
-        "transfers": transfers,
-        "skipped_transfers": skipped_transfers,
+        "skipped_runs": len(run_dirs) - len(trains),
+        **counts,
+        "transfers": transfers[0],
+        "skipped_transfers": transfers[1],
         "seconds_train_attack": seconds_train_attack,
         "seconds": time.perf_counter() - started,
         "report": written,
