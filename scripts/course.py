@@ -10,7 +10,7 @@ settings (keyed by a hash of its config), so an interrupted pipeline resumes
 where it stopped and a changed setting reruns only what it affects.
 
     python scripts/course.py                 # digits, about 3.5-5 minutes on 2 cores
-    python scripts/course.py --quick         # a first look in under a minute
+    python scripts/course.py --quick         # a first look in about a minute
     python scripts/course.py --dataset data.npz --out runs-mine --report report-mine
 
 Jobs run in worker processes with one torch thread each: on small models two
@@ -448,7 +448,7 @@ def run_pipeline(plan: Plan, report_dir: Path | None, device: torch.device, work
 @click.option(
     "--quick",
     is_flag=True,
-    help="Fewer epochs and fewer attacked samples: a first look in under a minute.",
+    help="Fewer epochs and fewer attacked samples: a first look in about a minute.",
 )
 @click.option(
     "--models",
