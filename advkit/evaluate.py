@@ -450,7 +450,10 @@ class _Evaluation:
         first = torch.arange(min(n, self.n))
         clean = self.inputs(first).cpu()
         targets = self.targets[first] if self.targets is not None else torch.full_like(first, -1)
-        self.examples = {"x": clean, "y": self.y[first], "target": targets, "current": clean}
+        # "current" is overwritten in place as eps grows: its own copy, never the clean one.
+        self.examples = {
+            "x": clean, "y": self.y[first], "target": targets, "current": clean.clone()
+        }  # fmt: skip
         self.adversarial: list[torch.Tensor] = []
 
     def attack_at(

@@ -548,3 +548,17 @@ def test_descend_never_calls_the_model_on_an_empty_batch(model, data, norm):
     grid = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
     curve = robustness_curve(NoEmptyBatch(model), x, y, grid, norm=norm, steps=5)
     assert is_monotone(curve)
+
+
+@pytest.mark.parametrize("method", ["descend", "per-eps"])
+def test_stored_examples_keep_the_clean_inputs(model, data, method):
+    # The gallery shows examples["x"] as the clean image beside each adversarial one:
+    # attacking must not write into it (per-eps used to overwrite it in place).
+    x, y = data
+    n = 8
+    curve = robustness_curve(model, x, y, EPSILONS, steps=5, method=method, examples=n)
+    assert curve.examples is not None
+    assert torch.equal(curve.examples["x"], x[:n])
+    moved = (curve.examples["x_adv"][:, -1] - x[:n]).flatten(1).abs().amax(1)
+    assert (moved > 0).any()  # the attack did move them, so the check above could fail
+    assert float(moved.max()) <= EPSILONS[-1] + 1e-6
