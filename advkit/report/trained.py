@@ -87,7 +87,8 @@ def tradeoff_figure(
     group with its 95% intervals on both axes; adversarially trained groups hollow."""
     fig = new_figure(FIG_WIDTH, 5.2)
     ax = fig.subplots()
-    drawn = []
+    drawn: list[Group] = []
+    labels: list[tuple[Group, float, float]] = []
     for g in groups:
         clean, robust = _clean_point(g, key), cell_stat(g, key, choice.eps)
         if clean is None or robust is None:
@@ -102,10 +103,10 @@ def tradeoff_figure(
                     markerfacecolor=face, markeredgewidth=1.6, linestyle="none",
                     capsize=2, elinewidth=1)  # fmt: skip
         if g.adversarial:
-            ax.annotate(g.training, (x, robust.mean), xytext=(6, 4), textcoords="offset points",
-                        fontsize=8, color=model_color(g.model))  # fmt: skip
+            labels.append((g, x, robust.mean))
     if not drawn:
         return None
+    _label_points(ax, labels)
     ax.set_xlabel("clean accuracy (same samples)")
     ax.set_ylabel(f"robust accuracy at ε* = {eps_text(choice.eps)}")
     ax.grid(True, alpha=0.3)
@@ -116,6 +117,27 @@ def tradeoff_figure(
         trainings=sorted({g.training for g in drawn if g.adversarial}),
     )  # fmt: skip
     return fig
+
+
+def _label_points(ax: Axes, labels: Sequence[tuple[Group, float, float]]) -> None:
+    """Name each adversarially trained point; a label that would print over one already
+    placed moves down a line at a time (positions in points, from the final limits)."""
+    to_points = 72 / ax.figure.dpi
+    ax.get_xlim()  # the limits every point set, before the data are mapped to the canvas
+    placed: list[tuple[float, float, float]] = []  # left, bottom, width of each label
+    for g, x, y in sorted(labels, key=lambda item: -item[2]):
+        px, py = (v * to_points for v in ax.transData.transform((x, y)))
+        left, bottom, width = px + 6, py + 4, 4.6 * len(g.training)
+        while any(abs(bottom - b) < _LINE and left < a + w and a < left + width
+                  for a, b, w in placed):  # fmt: skip
+            bottom -= _LINE
+        placed.append((left, bottom, width))
+        ax.annotate(g.training, (x, y), xytext=(left - px, bottom - py), textcoords="offset points",
+                    fontsize=8, color=model_color(g.model))  # fmt: skip
+
+
+# The height of a line of the points' labels (8-point text), in points.
+_LINE = 10.0
 
 
 def overfitting_notes(groups: Sequence[Group]) -> list[str]:

@@ -111,3 +111,31 @@ def test_every_linked_figure_exists(built):
                      "at-vs-standard-digits-linf-untargeted-mlp.png"):  # fmt: skip
         assert expected in names
     assert any(n.startswith("defense-digits-mlp-adam") for n in names)
+
+
+def test_labels_of_nearby_points_do_not_print_over_each_other():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from types import SimpleNamespace
+
+    from advkit.report.canvas import new_figure
+    from advkit.report.trained import _label_points
+
+    fig = new_figure(8, 5)
+    ax = fig.subplots()
+    points = [(0.967, 0.736), (0.969, 0.728), (0.975, 0.783), (0.897, 0.617)]
+    ax.plot(*zip(*points, strict=True), "o")
+    names = ["PGD-AT ε=0.1", "FGSM-RS-AT ε=0.1", "PGD-AT ε=0.1", "PGD-AT ε=0.1"]
+    labels = [
+        (SimpleNamespace(training=name, model=model), x, y)
+        for name, model, (x, y) in zip(names, ["bncnn", "bncnn", "mlp", "attention"], points,
+                                       strict=True)
+    ]  # fmt: skip
+    _label_points(ax, labels)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert len(boxes) == 4
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
