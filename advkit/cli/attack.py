@@ -14,7 +14,7 @@ import attacks
 from .. import distributed, runs
 from ..attack_runs import attack_run, default_epsilons, find_complete
 from ..defenses import canonical_adaptive
-from ..evaluate import attack_options
+from ..evaluate import Curve, attack_options
 from ..records import SPLITS, AttackRecord, AttackSettings
 from .common import (
     Failure,
@@ -113,8 +113,28 @@ def format_table(record: AttackRecord) -> str:
     if curve.n_excluded:
         lines.append(f"({curve.n_excluded} samples of class {settings.target} left out)")
     lines += _stage_lines(curve.epsilons, curve.checks)
-    lines += [f"! {flag['message']}" for flag in curve.flags]
+    lines += [f"! {flag['message']}" for flag in curve.flags] or [
+        _no_flag_line(curve, settings.norm)
+    ]
     return "\n".join(lines)
+
+
+def _no_flag_line(curve: Curve, norm: str) -> str:
+    """What was checked when no check fired, and what this grid left unchecked."""
+    line = (
+        "trust checks: no warning (outputs are logits, eval mode is deterministic, input "
+        "gradients are non-zero"
+    )
+    unchecked = []
+    if sum(e > 0 for e in curve.epsilons) >= 3:
+        line += ", the curve keeps falling"
+    else:
+        unchecked.append("a flat tail (needs 3 budgets > 0)")
+    clip = curve.settings.get("clip")
+    large = 0.5 * (float(clip[1]) - float(clip[0]) if isinstance(clip, (list, tuple)) else 1.0)
+    if norm == "linf" and curve.epsilons[-1] < large:
+        unchecked.append(f"the fall towards 0 at eps {large:g}")
+    return line + (f"; beyond this grid: {', '.join(unchecked)}" if unchecked else "") + ")"
 
 
 def _stage_lines(epsilons: list[float], checks: list[dict]) -> list[str]:

@@ -82,12 +82,17 @@ def test_attack_writes_the_record_and_the_figure_and_prints_the_table(
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"mlp-adam: {name}  (40 samples, clean accuracy")
     assert lines[1].split()[:2] == ["eps", f"({'L-inf' if norm == 'linf' else 'L2'})"]
-    assert len(lines) == 2 + len(EPSILONS[norm])
+    assert len(lines) == 3 + len(EPSILONS[norm])
     for line, e, acc, rate in zip(
-        lines[2:], curve["epsilons"], curve["accuracy"], curve["success_rate"], strict=True
+        lines[2:-1], curve["epsilons"], curve["accuracy"], curve["success_rate"], strict=True
     ):
         cells = line.split()
         assert float(cells[0]) == e and cells[1:3] == [f"{acc:.4f}", f"{rate:.4f}"]
+    # Then what the trust checks found: nothing here, and what 2 budgets cannot check.
+    assert curve["flags"] == []
+    assert lines[-1].startswith("trust checks: no warning (outputs are logits")
+    assert "beyond this grid: a flat tail (needs 3 budgets > 0)" in lines[-1]
+    assert ("the fall towards 0 at eps 0.5" in lines[-1]) == (norm == "linf")
     # Progress and the list of written files go to stderr, never into the results.
     assert "wrote" in result.stderr and "wrote" not in result.stdout
     assert not list(run.rglob("*.tmp"))
@@ -138,7 +143,7 @@ def test_a_class_target_leaves_that_class_out_and_says_how_many(run, digits, cli
     assert record["settings"]["target"] == 3
     assert record["curve"]["n_excluded"] == left_out
     assert record["curve"]["n_samples"] == 40 - left_out
-    assert result.stdout.splitlines()[-1] == f"({left_out} samples of class 3 left out)"
+    assert f"\n({left_out} samples of class 3 left out)\n" in result.stdout
     # Every sample of the gallery is pushed to class 3 and none of them is a 3.
     examples = load_file(str(path.with_name(path.stem + ".examples.safetensors")))
     assert (examples["target"] == 3).all() and (examples["y"] != 3).all()
@@ -512,3 +517,21 @@ def test_strong_prints_what_each_stage_fooled_and_cost(run, cli):
     assert result.exit_code == 0, result.output
     (line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("stages at eps 0.1")]
     assert "apgd-ce" in line and "passes" in line
+
+
+def test_the_table_ends_with_the_flags_that_fired_instead(run, cli):
+    from advkit.cli.attack import format_table
+    from advkit.records import read_record
+
+    result = cli("attack", run, "--eps", "0,0.1,0.2,0.3", *FAST)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "trust checks: no warning (outputs are logits, eval mode is deterministic, input "
+        "gradients are non-zero, the curve keeps falling; beyond this grid: the fall towards "
+        "0 at eps 0.5)"
+    )
+    record = read_record(record_file(run, "pgd-linf-untargeted"))
+    record.curve.flags = [{"code": "zero-gradients", "message": "40% have zero gradients"}]
+    lines = format_table(record).splitlines()
+    assert lines[-1] == "! 40% have zero gradients"
+    assert not any(line.startswith("trust checks") for line in lines)
