@@ -43,7 +43,7 @@ def _table(result: dict) -> list[str]:
         line = f"{row['run']:<24} {row['model']:<10} {row['optimizer']:<9} {fmt(row['test_accuracy']):>8}"
         for norm in norms:
             r = row["robust"].get(norm)
-            value = "—" if r is None else ("≈" if r["interpolated"] else "") + fmt(r["accuracy"])
+            value = "—" if r is None else ("≤" if r["bound"] else "") + fmt(r["accuracy"])
             line += f" {value:>18} {fmt(r['auc']) if r else '—':>8}"
         lines.append(line)
     return lines

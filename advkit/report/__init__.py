@@ -11,8 +11,8 @@ adversarial-example galleries, as PNG figures and one offline HTML page.
 
 Every number in the tables and figure cells is a number from the run's JSON
 files, formatted with a fixed number of decimals; the only derived numbers are
-the area under each curve and, where a run's grid lacks the chosen budget, a
-linear interpolation (marked with ``≈``).
+the area under each curve; where a run's grid lacks the chosen budget, the
+accuracy at the largest budget below it stands as an upper bound (marked ``≤``).
 
 Modules, one job each: ``load`` (runs and records as typed objects; the only
 reader of raw JSON), ``numbers`` (value at a budget, AUC, budget choice,

@@ -15,6 +15,7 @@ from typing import Any
 
 from .combine import CellKey, Combined, run_cells
 from .load import ReportRun
+from .numbers import on_grid
 from .style import MODEL_ORDER, OPTIMIZER_ORDER, plural, rank
 
 # Config entries that change with the seed alone, left out of a group's identity.
@@ -103,6 +104,8 @@ class Stat:
     n: list[int] = field(default_factory=list)
     """Samples each value rests on."""
     intervals: list[tuple[float, float]] = field(default_factory=list)
+    bound: bool = False
+    """Whether some value is an upper bound: the budget lies between two measured ones."""
 
     @property
     def mean(self) -> float:
@@ -163,7 +166,7 @@ def cells(group: Group) -> list[dict[CellKey, Combined]]:
 def cell_stat(group: Group, key: CellKey, eps: float) -> Stat | None:
     """The group's worst-case robust accuracy at ``eps`` in cell ``key``; None when
     no seed has that cell measured up to ``eps``."""
-    values, seeds, ns, intervals = [], [], [], []
+    values, seeds, ns, intervals, bound = [], [], [], [], False
     for run, run_cells_ in zip(group.runs, cells(group), strict=True):
         c = run_cells_.get(key)
         if c is None or not c.covers(eps):
@@ -172,7 +175,8 @@ def cell_stat(group: Group, key: CellKey, eps: float) -> Stat | None:
         seeds.append(run.seed)
         ns.append(c.n)
         intervals.append(c.interval_at(eps))
-    return Stat(values, seeds, ns, intervals) if values else None
+        bound = bound or not on_grid(eps, [0.0, *c.grid])
+    return Stat(values, seeds, ns, intervals, bound) if values else None
 
 
 def scalar_stat(group: Group, values: Sequence[float | None]) -> Stat | None:

@@ -14,8 +14,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from .load import AttackRecord, Curve, ReportRun
 from .style import NORM_ORDER, rank
 
@@ -29,19 +27,27 @@ def _curve_points(curve: Curve) -> tuple[list[float], list[float]]:
 
 
 def value_at(curve: Curve, eps: float) -> tuple[float | None, bool]:
-    """The curve's accuracy at ``eps``: ``(value, interpolated)``.
+    """The curve's accuracy at ``eps``: ``(value, bound)``.
 
-    The JSON number itself when ``eps`` is on the grid; else a linear
-    interpolation between its neighbours (``interpolated`` True); None beyond
-    the largest budget (no extrapolation).
+    The JSON number itself when ``eps`` is on the grid. Between two budgets of
+    the grid, the accuracy measured at the largest budget below ``eps``
+    (``bound`` True): a sample fooled there is fooled at any larger budget, so
+    the accuracy at ``eps`` is at most that; an interpolation would be a guess.
+    None beyond the largest budget (no extrapolation).
     """
     for e, a in zip(curve.epsilons, curve.accuracy, strict=True):
-        if math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12):
+        if on_grid(eps, [e]):
             return a, False
     xs, ys = _curve_points(curve)
     if eps < xs[0] or eps > xs[-1]:
         return None, False
-    return float(np.interp(eps, xs, ys)), True
+    below = max(i for i, x in enumerate(xs) if x <= eps)
+    return ys[below], True
+
+
+def on_grid(eps: float, grid: Sequence[float]) -> bool:
+    """Whether ``eps`` is one of the budgets of ``grid`` (up to float rounding)."""
+    return any(math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12) for e in grid)
 
 
 def area_under_curve(curve: Curve) -> float | None:
@@ -115,7 +121,7 @@ def choose_eps(
 
     The given eps when there is one; else the middle nonzero budget that every
     run's untargeted attacks share; else the middle of all their budgets (then
-    some values are interpolated, and marked).
+    some values are bounds, and marked).
     """
     norms = {r.setting.norm for run in report_runs for r in run.records}
     choices = {}
@@ -132,7 +138,7 @@ def choose_eps(
             common = sorted(set.union(*grids))
             how = (
                 "the middle of all budgets (no budget common to every run, so some "
-                "values are interpolated and marked ≈)"
+                "values are upper bounds, marked ≤)"
             )
         if common:  # else only eps 0 anywhere
             choices[norm] = EpsChoice(norm, common[(len(common) - 1) // 2], how)

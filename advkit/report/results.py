@@ -13,7 +13,7 @@ from typing import Any
 from .combine import CellKey, Combined, run_cells, run_warnings
 from .groups import Group, Stat, cell_stat, scalar_stat
 from .load import ReportRun
-from .numbers import EpsChoice
+from .numbers import EpsChoice, on_grid
 from .plan import dataset_cells, headline_cells
 from .style import eps_text, fmt, model_color, plural, seconds_text
 from .tables import MD_COLUMNS, NUMERIC, Row, cell_text
@@ -46,21 +46,28 @@ class Table:
     rows: list[list[Cell]]
 
 
+BOUND_TIP = (
+    "ε* lies between two measured budgets: the accuracy measured at the largest budget "
+    "below it, an upper bound (a sample fooled there is fooled at any larger budget)"
+)
+
+
 def _stat_cell(stat: Stat | None, digits: int = 3) -> Cell:
     if stat is None:
         return Cell("—", "num")
     per_seed = ", ".join(
         f"seed {s}: {fmt(v, digits)}" for s, v in zip(stat.seeds, stat.values, strict=True)
     )
+    mark, why = ("≤", f"; {BOUND_TIP}") if stat.bound else ("", "")
     if len(stat.values) == 1:
         sub = ""
         if stat.intervals:
             lo, hi = stat.intervals[0]
             sub = f"[{fmt(lo, digits)}, {fmt(hi, digits)}] · n={stat.n[0]}"
-        return Cell(fmt(stat.mean, digits), "num", sub=sub, tip=per_seed)
+        return Cell(mark + fmt(stat.mean, digits), "num", sub=sub, tip=per_seed + why)
     n = f" · n={'/'.join(map(str, sorted(set(stat.n))))}" if stat.n else ""
     sub = f"{len(stat.values)} seeds: {fmt(stat.lo, digits)}–{fmt(stat.hi, digits)}{n}"
-    return Cell(fmt(stat.mean, digits), "num", sub=sub, tip=per_seed)
+    return Cell(mark + fmt(stat.mean, digits), "num", sub=sub, tip=per_seed + why)
 
 
 def _attacks_of(group: Group, key: CellKey) -> str:
@@ -221,7 +228,7 @@ def headline(
                 continue
             robust[norm] = {"eps": choice.eps, "accuracy": c.accuracy_at(choice.eps),
                             "interval": list(c.interval_at(choice.eps)), "n": c.n,
-                            "interpolated": choice.eps not in c.grid, "attack": c.names,
+                            "bound": not on_grid(choice.eps, c.grid), "attack": c.names,
                             "auc": _auc(c)}  # fmt: skip
         table.append({"run": run.name, "model": run.model, "optimizer": run.optimizer,
                       "dataset": run.dataset, "seed": run.seed,

@@ -36,7 +36,7 @@ CSV_COLUMNS = (
     "success_rate",
     "eps_chosen",
     "accuracy_at_eps_chosen",
-    "interpolated",
+    "bound",
     "auc",
     "seconds",
     "cost",
@@ -69,7 +69,7 @@ class Row:
     success_rate: list[float]
     eps_chosen: float | None
     accuracy_at_eps_chosen: float | None
-    interpolated: str  # "yes" or "no"
+    bound: str  # "yes": eps_chosen lies between two budgets (an upper bound); else "no"
     auc: float | None
     seconds: float | None
     record: Path
@@ -89,7 +89,7 @@ def summary_rows(
         for rec in sorted(run.records, key=lambda r: (r.setting.sort_key(), r.name)):
             s, c = rec.setting, rec.curve
             choice = chosen.get(run.dataset, {}).get(s.norm)
-            value, interp = value_at(c, choice.eps) if choice else (None, False)
+            value, bound = value_at(c, choice.eps) if choice else (None, False)
             rows.append(
                 Row(
                     run=run.name,
@@ -111,7 +111,7 @@ def summary_rows(
                     success_rate=c.success_rate,
                     eps_chosen=choice.eps if choice else None,
                     accuracy_at_eps_chosen=value,
-                    interpolated="yes" if interp else "no",
+                    bound="yes" if bound else "no",
                     auc=area_under_curve(c),
                     seconds=c.seconds,
                     record=rec.path,
@@ -174,11 +174,11 @@ NUMERIC = frozenset(
 
 
 def cell_text(row: Row, key: str) -> str:
-    """A table cell for humans: fixed decimals, ``≈`` for an interpolated value."""
+    """A table cell for humans: fixed decimals, ``≤`` for an upper bound."""
     if key == "accuracy_at_eps_chosen":
         if row.eps_chosen is None:
             return "—"
-        mark = "≈" if row.interpolated == "yes" else ""
+        mark = "≤" if row.bound == "yes" else ""
         value = row.accuracy_at_eps_chosen
         if value is None:
             return f"— (ε={eps_text(row.eps_chosen)})"
@@ -229,7 +229,8 @@ def md_text(
         f"{len(report_runs)} runs, {len(rows)} attack records. "
         f"Accuracies with {DECIMALS} decimals, exactly as in the runs' JSON files; "
         "AUC is the area under accuracy vs ε over [0, largest ε] divided by that ε; "
-        "≈ marks a value interpolated linearly between the two nearest budgets.",
+        "≤ marks a budget between two measured ones: the accuracy measured at the largest "
+        "budget below it, an upper bound (a sample fooled there is fooled at any larger one).",
         "",
     ]
     lines += _md_budgets(chosen)

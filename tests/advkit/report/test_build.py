@@ -42,7 +42,7 @@ def test_unfinished_run_without_attacks_is_reported_with_notes(built):
 
 
 @pytest.mark.slow  # builds another whole report
-def test_a_given_eps_off_the_grid_is_interpolated_and_marked(run_root, tmp_path):
+def test_a_given_eps_off_the_grid_is_an_upper_bound_and_marked(run_root, tmp_path):
     result = report.build_report(
         [run_root / "mlp-adam", run_root / "mlp-sgd"], tmp_path, eps_linf=0.15, eps_l2=0.5
     )
@@ -50,16 +50,14 @@ def test_a_given_eps_off_the_grid_is_interpolated_and_marked(run_root, tmp_path)
     rows = list(csv.DictReader((tmp_path / "summary.csv").open(encoding="utf-8")))
     for row in rows:
         accuracy = [float(v) for v in row["accuracy"].split(";")]
-        if row["norm"] == "linf":
-            assert row["interpolated"] == "yes"
-            assert float(row["accuracy_at_eps_chosen"]) == pytest.approx(
-                (accuracy[1] + accuracy[2]) / 2
-            )
-        else:
-            assert (
-                row["interpolated"] == "no" and float(row["accuracy_at_eps_chosen"]) == accuracy[1]
-            )
-    assert "≈" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+        # 0.15 lies between 0.1 and 0.2 of the grid: the accuracy at 0.1 bounds it.
+        bound, value = row["bound"], float(row["accuracy_at_eps_chosen"])
+        assert (bound, value) == ("yes" if row["norm"] == "linf" else "no", accuracy[1])
+    assert "≤" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+    for r in result["table"]:
+        assert r["robust"]["linf"]["bound"] is True and r["robust"]["l2"]["bound"] is False
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "ε* lies between two measured budgets" in page
 
 
 @pytest.mark.slow  # attacks twice, builds a whole report

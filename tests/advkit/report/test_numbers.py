@@ -36,14 +36,16 @@ def run(*records):
     return loaded
 
 
-def test_value_at_is_the_json_number_or_a_marked_interpolation():
+def test_value_at_is_the_json_number_or_a_marked_upper_bound():
     c = report.Curve(
         epsilons=[0.05, 0.1, 0.2], accuracy=[0.9, 0.6, 0.1], success_rate=[0, 0, 0],
         clean_accuracy=1.0,
     )  # fmt: skip
     assert report.value_at(c, 0.1) == (0.6, False)
-    assert report.value_at(c, 0.15) == (pytest.approx(0.35), True)
-    assert report.value_at(c, 0.025) == (pytest.approx(0.95), True)  # clean accuracy at 0
+    # Between two budgets: the accuracy at the one below, which fooled no more.
+    assert report.value_at(c, 0.15) == (0.6, True)
+    assert report.value_at(c, 0.1999) == (0.6, True)
+    assert report.value_at(c, 0.025) == (1.0, True)  # clean accuracy at 0
     assert report.value_at(c, 0.3) == (None, False)  # never extrapolated
     assert report.area_under_curve(c) == pytest.approx(
         (0.05 * 1.9 / 2 + 0.05 * 1.5 / 2 + 0.1 * 0.7 / 2) / 0.2
