@@ -63,7 +63,9 @@ def _table(result: dict) -> list[str]:
 @click.option(
     "--eps-linf",
     type=click.FloatRange(min=0, min_open=True),
-    help="L∞ budget at which to compare robust accuracy [default: the middle of the budgets all runs share].",
+    help="L∞ budget at which to compare robust accuracy [default: the middle of the budgets all "
+    "runs share]; between two measured budgets a run's value is the upper bound at the one "
+    "below, marked ≤.",
 )
 @click.option(
     "--eps-l2",
