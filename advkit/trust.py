@@ -102,14 +102,34 @@ def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
     return float((grad.flatten(1).abs().amax(dim=1) == 0).float().mean())
 
 
+# A flat tail is judged on this many budgets > 0 at the end of the grid.
+TAIL = 3
+
+
+def large_budget(norm: str, clip: Any) -> float | None:
+    """The budget that should break anything: half the pixel range per pixel (L-inf)
+    lets an attacker paint any mid-grey image; None for L2 (no such budget is checked)."""
+    width = 1.0 if clip is None else float(clip[1]) - float(clip[0])
+    return 0.5 * width if norm == "linf" else None
+
+
+def unchecked_shapes(epsilons: Sequence[float], norm: str, clip: Any) -> dict[str, str]:
+    """The checks of `curve_flags` this grid is too short for: flag code -> what, in words."""
+    missing = {}
+    if sum(e > 0 for e in epsilons) < TAIL:
+        missing["flat-tail"] = f"a flat tail (needs {TAIL} budgets > 0)"
+    large = large_budget(norm, clip)
+    if large is not None and epsilons[-1] < large:
+        missing["no-fall"] = f"the fall towards 0 at eps {large:g}"
+    return missing
+
+
 def curve_flags(
     epsilons: Sequence[float], accuracy: Sequence[float], norm: str, clip: Any
 ) -> list[dict[str, str]]:
     """Flags from a curve's shape: no fall at a budget that should break anything, a flat tail."""
     flags = []
-    width = 1.0 if clip is None else float(clip[1]) - float(clip[0])
-    # Half the pixel range per pixel (L-inf) lets an attacker paint any mid-grey image.
-    large = 0.5 * width if norm == "linf" else None
+    large = large_budget(norm, clip)
     if large is not None and epsilons[-1] >= large and accuracy[-1] > 0.05:
         flags.append(
             flag(
@@ -120,13 +140,13 @@ def curve_flags(
             )
         )
     attacked = [(e, a) for e, a in zip(epsilons, accuracy, strict=True) if e > 0]
-    if len(attacked) >= 3 and attacked[-1][1] > 0.05:
-        tail = [a for _, a in attacked[-3:]]
+    if len(attacked) >= TAIL and attacked[-1][1] > 0.05:
+        tail = [a for _, a in attacked[-TAIL:]]
         if max(tail) - min(tail) == 0 and tail[0] < accuracy[0]:
             flags.append(
                 flag(
                     "flat-tail",
-                    f"accuracy stays at {tail[-1]:.0%} from eps {attacked[-3][0]:g} to "
+                    f"accuracy stays at {tail[-1]:.0%} from eps {attacked[-TAIL][0]:g} to "
                     f"{attacked[-1][0]:g}: a curve that stops falling often means the attack "
                     "stopped finding anything (masked gradients, too few steps)",
                 )

@@ -16,6 +16,7 @@ from ..attack_runs import attack_run, default_epsilons, find_complete
 from ..defenses import canonical_adaptive
 from ..evaluate import Curve, attack_options
 from ..records import SPLITS, AttackRecord, AttackSettings
+from ..trust import unchecked_shapes
 from .common import (
     Failure,
     device_option,
@@ -121,20 +122,15 @@ def format_table(record: AttackRecord) -> str:
 
 def _no_flag_line(curve: Curve, norm: str) -> str:
     """What was checked when no check fired, and what this grid left unchecked."""
+    unchecked = unchecked_shapes(curve.epsilons, norm, curve.settings.get("clip"))
     line = (
         "trust checks: no warning (outputs are logits, eval mode is deterministic, input "
         "gradients are non-zero"
     )
-    unchecked = []
-    if sum(e > 0 for e in curve.epsilons) >= 3:
+    if "flat-tail" not in unchecked:
         line += ", the curve keeps falling"
-    else:
-        unchecked.append("a flat tail (needs 3 budgets > 0)")
-    clip = curve.settings.get("clip")
-    large = 0.5 * (float(clip[1]) - float(clip[0]) if isinstance(clip, (list, tuple)) else 1.0)
-    if norm == "linf" and curve.epsilons[-1] < large:
-        unchecked.append(f"the fall towards 0 at eps {large:g}")
-    return line + (f"; beyond this grid: {', '.join(unchecked)}" if unchecked else "") + ")"
+    missing = ", ".join(unchecked.values())
+    return line + (f"; beyond this grid: {missing}" if missing else "") + ")"
 
 
 def _stage_lines(epsilons: list[float], checks: list[dict]) -> list[str]:

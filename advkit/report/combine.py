@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from ..evaluate import attack_options
 from ..trust import compare_flags, wilson
 from .load import DEFAULT_SPLIT, AttackRecord, ReportRun
-from .numbers import value_at
+from .numbers import on_grid, value_at
 from .style import NORM_ORDER, norm_name, plural, rank, target_label
 
 
@@ -85,6 +85,11 @@ class Combined:
         if not self.exact:
             return _fallback_at(self, eps)
         return self.robust_count(eps) / max(self.n, 1)
+
+    def bound_at(self, eps: float) -> bool:
+        """Whether :meth:`accuracy_at` is an upper bound at ``eps``: it lies between two
+        measured budgets (the accuracy at the one below stands for it)."""
+        return not on_grid(eps, [0.0, *self.grid])
 
     def interval_at(self, eps: float) -> tuple[float, float]:
         """The 95% Wilson interval of :meth:`accuracy_at`."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from .combine import CellKey, Combined, run_cells
 from .load import ReportRun
-from .numbers import on_grid
 from .style import MODEL_ORDER, OPTIMIZER_ORDER, plural, rank
 
 # Config entries that change with the seed alone, left out of a group's identity.
@@ -175,7 +174,7 @@ def cell_stat(group: Group, key: CellKey, eps: float) -> Stat | None:
         seeds.append(run.seed)
         ns.append(c.n)
         intervals.append(c.interval_at(eps))
-        bound = bound or not on_grid(eps, [0.0, *c.grid])
+        bound = bound or c.bound_at(eps)
     return Stat(values, seeds, ns, intervals, bound) if values else None
 
 

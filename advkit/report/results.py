@@ -13,7 +13,7 @@ from typing import Any
 from .combine import CellKey, Combined, run_cells, run_warnings
 from .groups import Group, Stat, cell_stat, scalar_stat
 from .load import ReportRun
-from .numbers import EpsChoice, on_grid
+from .numbers import EpsChoice
 from .plan import dataset_cells, headline_cells
 from .style import eps_text, fmt, model_color, plural, seconds_text
 from .tables import MD_COLUMNS, NUMERIC, Row, cell_text
@@ -228,7 +228,7 @@ def headline(
                 continue
             robust[norm] = {"eps": choice.eps, "accuracy": c.accuracy_at(choice.eps),
                             "interval": list(c.interval_at(choice.eps)), "n": c.n,
-                            "bound": not on_grid(choice.eps, c.grid), "attack": c.names,
+                            "bound": c.bound_at(choice.eps), "attack": c.names,
                             "auc": _auc(c)}  # fmt: skip
         table.append({"run": run.name, "model": run.model, "optimizer": run.optimizer,
                       "dataset": run.dataset, "seed": run.seed,
