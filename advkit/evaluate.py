@@ -392,7 +392,8 @@ class _Evaluation:
         # Before anything reads the targets: they come from the samples' ids.
         self.identify(ids, given=given_ids)
         first = self.index[: min(batch_size, self.n)]
-        self.flags = model_flags(model, x[first.to(x.device)].to(device), self.y[: len(first)])
+        inputs, labels = x[first.to(x.device)].to(device), self.y[: len(first)]
+        self.flags = model_flags(model, inputs, labels, clean_logits[: len(first)])
         for f in self.flags:
             warnings.warn(f["message"], UserWarning, stacklevel=3)
         everyone = torch.arange(self.n)

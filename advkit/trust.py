@@ -45,12 +45,21 @@ def flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, str]]:
-    """Flags about the model itself, from one batch: outputs, randomness, gradients."""
+def model_flags(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None
+) -> list[dict[str, str]]:
+    """Flags about the model itself, from one batch: outputs, randomness, gradients.
+
+    `logits`: the model's eval-mode output on `x` if the caller has it already
+    (a curve's clean pass), so only the second pass the randomness check needs
+    is made.
+    """
     flags = []
     with torch.no_grad(), attacks.eval_mode(model):
-        logits = attacks.logits_of(model(x)).float()
         again = attacks.logits_of(model(x)).float()
+        logits = again if logits is None else logits.to(again)
+        if logits is again:
+            again = attacks.logits_of(model(x)).float()
     if bool(((logits >= 0) & (logits <= 1)).all()) and torch.allclose(
         logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3
     ):
