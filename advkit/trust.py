@@ -56,10 +56,10 @@ def model_flags(
     """
     flags = []
     with torch.no_grad(), attacks.eval_mode(model):
+        if logits is None:
+            logits = attacks.logits_of(model(x)).float()
         again = attacks.logits_of(model(x)).float()
-        logits = again if logits is None else logits.to(again)
-        if logits is again:
-            again = attacks.logits_of(model(x)).float()
+        logits = logits.to(again)
     if bool(((logits >= 0) & (logits <= 1)).all()) and torch.allclose(
         logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3
     ):

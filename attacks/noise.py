@@ -31,19 +31,26 @@ _M32 = 0xFFFFFFFF
 _MIX = (0x7FEB352D, 0x846CA68B)
 
 
-def _mul(x: torch.Tensor, c: int) -> torch.Tensor:
-    """`(x * c) mod 2**32` for `x` in `[0, 2**32)`, with every product below 2**49."""
-    low, high = c & 0xFFFF, c >> 16
-    return (x * low + (((x * high) & 0xFFFF) << 16)) & _M32
-
-
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """Wellons' lowbias32: a bijection of 32-bit values with good avalanche."""
-    x = x ^ (x >> 16)
-    x = _mul(x, _MIX[0])
-    x = x ^ (x >> 15)
-    x = _mul(x, _MIX[1])
-    return x ^ (x >> 16)
+    x = x.clone(memory_format=torch.contiguous_format)
+    return _mix_(x, torch.empty_like(x))
+
+
+def _mix_(x: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
+    """`_mix` in place, with `spare` (same shape) for the shifted and multiplied terms.
+
+    No new tensor per operation: a draw for a batch of images has millions of
+    elements, and allocating (and paging in) a fresh one for each of the
+    hash's operations took 40% of its time. `x * c mod 2**32` is computed in
+    16-bit halves of `c`, so no product reaches 2**49.
+    """
+    for shift, c in ((16, _MIX[0]), (15, _MIX[1]), (16, None)):
+        x.bitwise_xor_(torch.bitwise_right_shift(x, shift, out=spare))
+        if c is not None:
+            torch.mul(x, c >> 16, out=spare).bitwise_and_(0xFFFF).bitwise_left_shift_(16)
+            x.mul_(c & 0xFFFF).add_(spare).bitwise_and_(_M32)
+    return x
 
 
 def _mix_int(x: int) -> int:
@@ -70,21 +77,6 @@ def _fold(parts: tuple[int | str, ...]) -> int:
 def _elements(count: int, device: torch.device) -> torch.Tensor:
     """The hashed positions `(count,)` of a draw's elements (the same for every draw of that size)."""
     return _mix(torch.arange(count, device=device) ^ 0x27D4EB2F)
-
-
-def _mix_(x: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
-    """`_mix` in place, with `spare` (same shape) for the shifted and multiplied terms.
-
-    The same values as `_mix`, but no new tensor per operation: a draw for a
-    batch of images has millions of elements, and allocating (and paging in)
-    a fresh one for each of the hash's operations took 40% of its time.
-    """
-    for shift, c in ((16, _MIX[0]), (15, _MIX[1]), (16, None)):
-        x.bitwise_xor_(torch.bitwise_right_shift(x, shift, out=spare))
-        if c is not None:  # x * c mod 2**32, in 16-bit halves as `_mul`
-            torch.mul(x, c >> 16, out=spare).bitwise_and_(0xFFFF).bitwise_left_shift_(16)
-            x.mul_(c & 0xFFFF).add_(spare).bitwise_and_(_M32)
-    return x
 
 
 def _draw(key: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
